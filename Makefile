@@ -1,0 +1,41 @@
+# Set-up and everyday targets. Each target works on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU build of torch lies on the development machines' disk; a bare `torch>=2.2`
+# would make pip fetch a multi-GB CUDA build. Real users with a GPU install their own.
+TORCH_CPU := torch==2.13.0
+
+.PHONY: venv dev demo test test-slow lint bench clean
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	touch $@
+
+# Installs the project with every extra; torch only if it is not there yet.
+$(VENV)/.installed: $(VENV)/.created pyproject.toml
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_CPU)
+	$(PIP) install -q -e '.[train,dev]'
+	touch $@
+
+dev: $(VENV)/.installed
+
+demo: dev
+	$(PY) examples/demo.py
+
+test: dev
+	$(PY) -m pytest -q
+
+test-slow: dev
+	$(PY) -m pytest -q -m slow
+
+lint: dev
+	$(PY) -m ruff check .
+
+bench: dev
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache examples/out

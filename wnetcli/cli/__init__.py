@@ -1,0 +1,110 @@
+"""The ``wnet`` command line: a thin Typer layer over the library.
+
+Each command lives in its own module (``train``, ``export``, ``segment``, ``evaluate``),
+validates its arguments, calls one library function and reports the result with Rich.
+The :func:`command` decorator is the single error boundary: a :class:`~wnetcli.errors.WNetError` becomes one
+red line on stderr and exit code 1; the traceback is shown only with ``--debug``.
+Heavy imports (torch, onnxruntime, scikit-image) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+
+from wnetcli import __version__
+from wnetcli.errors import WNetError
+
+app = typer.Typer(
+    name="wnet",
+    help="Fully unsupervised image segmentation with W-Net: train, export, segment, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: Rich console for messages and progress (stderr, so stdout stays clean for data).
+console = Console(stderr=True)
+
+_state = {"debug": False}
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"wnet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Fully unsupervised image segmentation with W-Net (Xia & Kulis 2017)."""
+    _state["debug"] = debug
+
+
+def is_debug() -> bool:
+    """True when ``--debug`` was given (commands may print extra detail)."""
+    return _state["debug"]
+
+
+_F = TypeVar("_F", bound=Callable[..., object])
+
+
+def command(*args, **kwargs) -> Callable[[_F], _F]:
+    """Register a function as a ``wnet`` subcommand, wrapped in the CLI's error boundary.
+
+    A :class:`~wnetcli.errors.WNetError` becomes one red line on stderr and exit code 1
+    (with the traceback first under ``--debug``); any other exception is a bug: one line
+    and exit code 2, or the full traceback under ``--debug``. Accepts the arguments of
+    ``typer.Typer.command``.
+    """
+
+    def decorator(func: _F) -> _F:
+        @functools.wraps(func)  # Typer reads the wrapped signature through __wrapped__
+        def wrapper(*call_args, **call_kwargs):
+            try:
+                return func(*call_args, **call_kwargs)
+            except (typer.Exit, typer.Abort, KeyboardInterrupt):
+                raise
+            except WNetError as exc:
+                if _state["debug"]:
+                    console.print_exception()
+                console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
+            except Exception as exc:
+                if _state["debug"]:
+                    raise
+                console.print(
+                    f"[bold red]internal error:[/] {type(exc).__name__}: {exc}"
+                    " (this is a bug; rerun with --debug for the traceback)",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                raise typer.Exit(2) from None
+
+        app.command(*args, **kwargs)(wrapper)
+        return func
+
+    return decorator
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: tune the allocator, then run the Typer app."""
+    from wnetcli.tuning import tune_malloc
+
+    tune_malloc()
+    app(args=argv, prog_name="wnet")
+
+
+# Commands register themselves on ``app`` when their modules are imported; each keeps its
+# heavy imports (torch, onnxruntime, scikit-image) inside the command function so that
+# ``wnet --help`` stays fast and ``segment``/``evaluate`` never touch torch.
+from wnetcli.cli import evaluate, export, segment, train  # noqa: E402, F401

@@ -1,0 +1,3 @@
+"""`wnet evaluate` (command added by its issue)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""`wnet export` (command added by its issue)."""
+
+from __future__ import annotations

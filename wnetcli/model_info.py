@@ -1,0 +1,92 @@
+"""What an exported W-Net ONNX file says about itself (its ``metadata_props``).
+
+``wnet export`` writes these keys and ``wnet segment`` reads them back, so the user never
+repeats K, padding or preprocessing on the command line. This module is the single
+definition of the contract; it imports neither torch nor onnx.
+
+The graph itself: input ``image`` float32 (or float16 with ``fp16``) of shape
+(N, 3, H, W), RGB on the 0..255 scale; output ``probs`` of shape (N, K, H, W), a softmax
+over K. H and W must be multiples of ``pad_multiple``: the runtime pads (reflect) and crops.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from wnetcli.errors import ModelError
+
+#: Bumped when the meaning of the keys changes; readers refuse newer formats.
+FORMAT_VERSION = 1
+INPUT_NAME = "image"
+OUTPUT_NAME = "probs"
+PREFIX = "wnet."
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Self-description of an exported encoder.
+
+    Attributes:
+        k: number of classes K (channels of ``probs``).
+        pad_multiple: H and W fed to the graph must be multiples of this (2**depth).
+        input_range: value range of the input, always ``"0..255"`` for now.
+        input_layout: ``"NCHW RGB"``.
+        fp16: True when the graph takes and returns float16.
+        model_config: the training model config (``training.config.ModelConfig`` as a dict).
+        package_version: the wnet version that exported it.
+        checkpoint_sha256: SHA-256 of the checkpoint file it was exported from.
+        training_data: free-text description of the training data.
+        step: training step of the checkpoint.
+    """
+
+    k: int
+    pad_multiple: int
+    input_range: str = "0..255"
+    input_layout: str = "NCHW RGB"
+    fp16: bool = False
+    model_config: dict = field(default_factory=dict)
+    package_version: str = ""
+    checkpoint_sha256: str = ""
+    training_data: str = ""
+    step: int = 0
+
+    def to_metadata(self) -> dict[str, str]:
+        """Return the ``metadata_props`` entries (all strings) for this description."""
+        values = asdict(self)
+        out = {f"{PREFIX}format_version": str(FORMAT_VERSION)}
+        for key, value in values.items():
+            if isinstance(value, dict):
+                out[PREFIX + key] = json.dumps(value, sort_keys=True)
+            elif isinstance(value, bool):
+                out[PREFIX + key] = "1" if value else "0"
+            else:
+                out[PREFIX + key] = str(value)
+        return out
+
+    @classmethod
+    def from_metadata(cls, props: dict[str, str], *, source: str = "model") -> ModelInfo:
+        """Parse ``metadata_props`` back; raise :class:`ModelError` naming ``source`` if invalid."""
+        version = props.get(f"{PREFIX}format_version")
+        if version is None:
+            raise ModelError(f"{source} has no wnet metadata: was it made by `wnet export`?")
+        try:
+            if int(version) > FORMAT_VERSION:
+                raise ModelError(
+                    f"{source} uses wnet metadata format {version}; this wnet reads up to "
+                    f"{FORMAT_VERSION}: upgrade wnet"
+                )
+            return cls(
+                k=int(props[PREFIX + "k"]),
+                pad_multiple=int(props[PREFIX + "pad_multiple"]),
+                input_range=props.get(PREFIX + "input_range", "0..255"),
+                input_layout=props.get(PREFIX + "input_layout", "NCHW RGB"),
+                fp16=props.get(PREFIX + "fp16", "0") == "1",
+                model_config=json.loads(props.get(PREFIX + "model_config", "{}")),
+                package_version=props.get(PREFIX + "package_version", ""),
+                checkpoint_sha256=props.get(PREFIX + "checkpoint_sha256", ""),
+                training_data=props.get(PREFIX + "training_data", ""),
+                step=int(props.get(PREFIX + "step", "0")),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ModelError(f"{source} has malformed wnet metadata ({exc})") from exc
