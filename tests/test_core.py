@@ -1,0 +1,145 @@
+"""The shared core: CLI entry points and error boundary, atomic writes, model metadata, malloc tuning."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from wnetcli import __version__
+from wnetcli.atomic import atomic_open, atomic_path, atomic_write_text
+from wnetcli.cli import app, command
+from wnetcli.errors import DataError, InputError, ModelError, WNetError
+from wnetcli.model_info import FORMAT_VERSION, ModelInfo
+
+runner = CliRunner()
+
+
+# Two throwaway commands registered once, to exercise the error boundary itself.
+@command("_raise-wnet-error", hidden=True)
+def _raise_wnet_error() -> None:
+    raise DataError("no images under /nowhere")
+
+
+@command("_raise-bug", hidden=True)
+def _raise_bug() -> None:
+    raise ZeroDivisionError("division by zero")
+
+
+@command("_exit-3", hidden=True)
+def _exit_3() -> None:
+    raise typer.Exit(3)
+
+
+def test_version_flag():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"wnet {__version__}"
+
+
+def test_python_dash_m_runs_the_same_cli():
+    proc = subprocess.run([sys.executable, "-m", "wnetcli", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"wnet {__version__}"
+
+
+def test_the_four_commands_are_registered_and_have_help():
+    registered = typer.main.get_command(app).commands
+    for name in ("train", "export", "segment", "evaluate"):
+        assert name in registered, f"`wnet {name}` is not registered"
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "Usage" in result.output
+
+
+def test_wnet_error_is_one_line_and_exit_1():
+    result = runner.invoke(app, ["_raise-wnet-error"])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == ["error: no images under /nowhere"]
+    assert "Traceback" not in result.output
+
+
+def test_debug_shows_the_traceback():
+    result = runner.invoke(app, ["--debug", "_raise-wnet-error"])
+    assert result.exit_code == 1
+    assert "Traceback" in result.output
+    assert "no images under /nowhere" in result.output
+
+
+def test_unexpected_exception_is_reported_as_a_bug_with_exit_2():
+    result = runner.invoke(app, ["_raise-bug"])
+    assert result.exit_code == 2
+    assert "internal error: ZeroDivisionError" in result.output
+    assert "--debug" in result.output
+
+
+def test_explicit_exit_codes_pass_through():
+    assert runner.invoke(app, ["_exit-3"]).exit_code == 3
+
+
+def test_error_family():
+    assert issubclass(DataError, InputError) and issubclass(InputError, WNetError)
+    assert issubclass(ModelError, WNetError)
+    # Input errors are also ValueErrors, so library callers can catch the standard type.
+    assert issubclass(InputError, ValueError)
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    target = tmp_path / "sub" / "out.txt"
+    atomic_write_text(target, "first")
+    assert target.read_text() == "first"
+    with pytest.raises(RuntimeError), atomic_open(target, "w") as handle:
+        handle.write("half-written")
+        raise RuntimeError("crash in the middle")
+    assert target.read_text() == "first"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
+
+
+def test_atomic_path_keeps_the_suffix_for_format_detection(tmp_path):
+    with atomic_path(tmp_path / "labels.png") as tmp:
+        assert tmp.suffix == ".png" and tmp.parent == tmp_path
+        tmp.write_bytes(b"x")
+    assert (tmp_path / "labels.png").read_bytes() == b"x"
+
+
+def test_model_info_round_trip():
+    info = ModelInfo(k=12, pad_multiple=16, fp16=True, model_config={"k": 12, "depth": 4}, step=500,
+                     checkpoint_sha256="ab" * 32, training_data="bsds500 train + photos", package_version="0.1.0")
+    props = info.to_metadata()
+    assert all(isinstance(value, str) for value in props.values())
+    assert props["wnet.format_version"] == str(FORMAT_VERSION)
+    assert ModelInfo.from_metadata(props) == info
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({}, "no wnet metadata"),
+        ({"wnet.format_version": str(FORMAT_VERSION + 1), "wnet.k": "4", "wnet.pad_multiple": "16"}, "upgrade wnet"),
+        ({"wnet.format_version": "1", "wnet.pad_multiple": "16"}, "malformed"),
+        ({"wnet.format_version": "1", "wnet.k": "four", "wnet.pad_multiple": "16"}, "malformed"),
+    ],
+)
+def test_model_info_rejects_bad_metadata(props, message):
+    with pytest.raises(ModelError, match=message):
+        ModelInfo.from_metadata(props, source="m.onnx")
+
+
+def test_tune_malloc_applies_in_a_fresh_process():
+    code = "from wnetcli.tuning import tune_malloc; print(tune_malloc())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    expected = "True" if sys.platform.startswith("linux") else "False"
+    assert proc.stdout.strip() == expected
+
+
+def test_tune_malloc_respects_the_users_own_setting():
+    code = "from wnetcli.tuning import tune_malloc; print(tune_malloc())"
+    env = {"PATH": "/usr/bin:/bin", "MALLOC_MMAP_THRESHOLD_": "65536"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.stdout.strip() == "False"
