@@ -71,3 +71,211 @@ class ModelConfig:
         if unknown:
             raise InputError(f"unknown model config keys: {', '.join(sorted(unknown))}")
         return cls(**values)
+
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (saved as ``RUN_DIR/config.json`` and in checkpoints).
+
+    The paper (Xia & Kulis 2017, section 4) trains on VOC2012 at 224 x 224, minibatch 10, SGD
+    with learning rate 0.003, dropout 0.65, for 50,000 iterations, and says the rate is divided by
+    ten every 1,000 iterations. Taken literally that leaves a rate of 3e-53 after 50 decays, i.e.
+    learning stops after a few thousand steps, so the ``paper`` preset follows the public
+    TensorFlow reading instead: halve the rate every 10,000 iterations, dropout 0.65 for the
+    first half of the run and 0.3 afterwards. Both are configurable: ``lr_decay_every=1000,
+    lr_decay_factor=0.1`` is the literal text.
+
+    Attributes:
+        model: the network (``model.dropout`` is the dropout of the first phase).
+        iterations: minibatches in the whole run (each one is two updates, Algorithm 1).
+        batch_size: images per minibatch (per process under ``torchrun``).
+        size: side of the square random crops, in pixels.
+        optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"``; one instance over the encoder's
+            parameters (N-cut update) and one over all parameters (reconstruction update).
+        lr, momentum, weight_decay: optimizer settings.
+        lr_decay_every, lr_decay_factor: step decay, ``lr * factor ** (step // every)``.
+        dropout_late: dropout from ``dropout_switch_step`` on (``model.dropout`` before).
+        dropout_switch_step: the step at which the dropout changes; an absolute step (not a
+            fraction) so that extending ``iterations`` on ``--resume`` does not move it.
+        ncut_weight, recon_weight: multipliers of the two losses. N-cut taking over (the
+            segmentation collapses to a few bright/dark regions) is countered by a larger
+            ``recon_weight``.
+        ncut_radius, ncut_sigma_i, ncut_sigma_x: the soft N-cut's affinity (paper: 5, 10, 4;
+            ``sigma_i`` on the 0..255 scale).
+        min_crop_area: random resized crops cover between this fraction of the image and all of it.
+        flip: random horizontal flips.
+        max_side: images are downscaled once on loading so that their shorter side is at most
+            this many pixels (0: never); keeps the in-memory cache and decoding cheap.
+        seed: seeds the initial weights, dropout and every step's data (``seed``, step, rank).
+        checkpoint_every, log_every, sample_every: cadence in steps (0: only at the end).
+        workers: data-loading processes for data sets too big to hold in memory.
+        cache_limit: data sets of at most this many images are decoded once into memory.
+        amp: bfloat16 autocast on CUDA (the losses stay float32); ignored on CPU.
+        channels_last: channels-last memory format on CUDA; ignored on CPU.
+    """
+
+    model: ModelConfig = ModelConfig(k=20, base_width=16, dropout=0.65)
+    iterations: int = 5000
+    batch_size: int = 4
+    size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_decay_every: int = 1000
+    lr_decay_factor: float = 0.5
+    dropout_late: float = 0.3
+    dropout_switch_step: int = 2500
+    ncut_weight: float = 1.0
+    recon_weight: float = 1.0
+    ncut_radius: float = 5.0
+    ncut_sigma_i: float = 10.0
+    ncut_sigma_x: float = 4.0
+    min_crop_area: float = 0.25
+    flip: bool = True
+    max_side: int = 448
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 10
+    sample_every: int = 500
+    workers: int = 2
+    cache_limit: int = 2000
+    amp: bool = True
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("iterations", "batch_size", "size", "lr", "lr_decay_every", "ncut_radius", "ncut_sigma_i",
+                    "ncut_sigma_x")
+        for name in positive:
+            value = getattr(self, name)
+            if not value > 0:
+                raise InputError(f"{name} must be positive, got {value}")
+        non_negative = ("momentum", "weight_decay", "ncut_weight", "recon_weight", "dropout_switch_step",
+                        "max_side", "seed", "checkpoint_every", "log_every", "sample_every", "workers",
+                        "cache_limit")
+        for name in non_negative:
+            value = getattr(self, name)
+            if value < 0:
+                raise InputError(f"{name} must be at least 0, got {value}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not 0.0 < self.lr_decay_factor <= 1.0:
+            raise InputError(f"lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}")
+        if not 0.0 <= self.dropout_late < 1.0:
+            raise InputError(f"dropout_late must be in [0, 1), got {self.dropout_late}")
+        if not 0.0 < self.min_crop_area <= 1.0:
+            raise InputError(f"min_crop_area must be in (0, 1], got {self.min_crop_area}")
+        if self.ncut_weight == 0 and self.recon_weight == 0:
+            raise InputError("ncut_weight and recon_weight cannot both be 0")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of the update made at ``step`` (0-based): step decay."""
+        return self.lr * self.lr_decay_factor ** (step // self.lr_decay_every)
+
+    def dropout_at(self, step: int) -> float:
+        """Dropout probability used at ``step`` (0-based)."""
+        return self.model.dropout if step < self.dropout_switch_step else self.dropout_late
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form (nested ``model``), as written to ``config.json``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, *, base: TrainConfig | None = None) -> TrainConfig:
+        """Build from a dict, on top of ``base`` (default: the defaults).
+
+        Model fields may be given in a nested ``model`` table or flat (``k``, ``base_width``,
+        ...); the two sets of names do not overlap. Unknown keys are an :class:`InputError`.
+        """
+        base = base or cls()
+        values = dict(values)
+        model_values = dict(values.pop("model", None) or {})
+        if not isinstance(model_values, dict):
+            raise InputError("'model' must be a table of model settings")
+        model_names = {f.name for f in fields(ModelConfig)}
+        train_names = {f.name for f in fields(cls)} - {"model"}
+        for name in list(values):
+            if name in model_names:
+                model_values[name] = values.pop(name)
+        unknown = (set(values) - train_names) | (set(model_values) - model_names)
+        if unknown:
+            raise InputError(f"unknown training config keys: {', '.join(sorted(unknown))}")
+        for name, value in values.items():
+            expected = type(getattr(base, name))
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                values[name] = float(value)
+            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise InputError(f"{name} must be {expected.__name__}, got {value!r}")
+        try:
+            model = ModelConfig(**{**base.model.to_dict(), **model_values})
+            return cls(**{**{f.name: getattr(base, f.name) for f in fields(cls)}, **values, "model": model})
+        except TypeError as exc:
+            raise InputError(f"invalid training config: {exc}") from exc
+
+
+#: The two presets of ``wnet train --preset``; flags and ``--config`` override them.
+PRESETS: dict[str, TrainConfig] = {
+    # The paper's set-up (see TrainConfig's docstring for the learning-rate reading).
+    "paper": TrainConfig(
+        model=ModelConfig(k=20, base_width=64, depth=4, dropout=0.65),
+        iterations=50_000,
+        batch_size=10,
+        size=224,
+        optimizer="sgd",
+        lr=0.003,
+        momentum=0.9,
+        lr_decay_every=10_000,
+        lr_decay_factor=0.5,
+        dropout_late=0.3,
+        dropout_switch_step=25_000,
+        max_side=448,
+        checkpoint_every=1000,
+        sample_every=1000,
+    ),
+    # Quarter width at 128 x 128: trainable on a CPU in hours rather than weeks. Adam at 1e-3
+    # rather than SGD: in 150-step runs on 191 photos (benchmarks/bench_train_step.py
+    # --compare-optimizers), Adam lowered the soft N-cut from 18.93 to 17.33 (mean of the last
+    # 37 steps) against SGD's (0.003, momentum 0.9) 17.87; SGD lowered the reconstruction loss
+    # faster (0.13 against 0.23). N-cut is the segmentation objective, hence Adam.
+    "small": TrainConfig(),
+}
+
+
+def load_config_file(path) -> dict:
+    """Read a JSON (``.json``) or TOML (any other suffix) file of training settings as a dict."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        if path.suffix.lower() == ".json":
+            values = json.loads(text)
+        else:
+            try:
+                import tomllib
+            except ModuleNotFoundError as exc:  # Python 3.10
+                raise InputError(f"{path}: TOML config files need Python 3.11+; use JSON") from exc
+            values = tomllib.loads(text)
+    except ValueError as exc:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+        raise InputError(f"cannot parse config file {path}: {exc}") from exc
+    if not isinstance(values, dict):
+        raise InputError(f"config file {path} must hold a table of settings")
+    return values
+
+
+def resolve_train_config(preset: str = "small", config_file=None, overrides: dict | None = None) -> TrainConfig:
+    """Preset, then ``config_file`` (JSON/TOML), then ``overrides`` (flag values; None entries ignored)."""
+    if preset not in PRESETS:
+        raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    config = PRESETS[preset]
+    if config_file is not None:
+        config = TrainConfig.from_dict(load_config_file(config_file), base=config)
+    changes = {name: value for name, value in (overrides or {}).items() if value is not None}
+    return TrainConfig.from_dict(changes, base=config) if changes else config

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from wnetcli import __version__
 from wnetcli.errors import WNetError
@@ -77,13 +78,14 @@ def command(*args, **kwargs) -> Callable[[_F], _F]:
             except WNetError as exc:
                 if _state["debug"]:
                     console.print_exception()
-                console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                # escape: messages hold text like "wnet[train]" that Rich would take for markup
+                console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(1) from None
             except Exception as exc:
                 if _state["debug"]:
                     raise
                 console.print(
-                    f"[bold red]internal error:[/] {type(exc).__name__}: {exc}"
+                    f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}"
                     " (this is a bug; rerun with --debug for the traceback)",
                     highlight=False,
                     soft_wrap=True,

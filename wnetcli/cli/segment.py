@@ -1,3 +1,155 @@
-"""`wnet segment` (command added by its issue)."""
+"""``wnet segment``: segment images and folders with an exported model (never imports torch)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from wnetcli.cli import command, console
+
+_MAX_FAILURES_SHOWN = 20
+
+
+def _split_save(values: list[str]) -> tuple[str, ...]:
+    """``--save overlay,ucm --save probs`` -> ("overlay", "ucm", "probs"), order kept, no repeats."""
+    kinds: list[str] = []
+    for value in values:
+        for kind in value.split(","):
+            kind = kind.strip().lower()
+            if kind and kind not in kinds:
+                kinds.append(kind)
+    return tuple(kinds)
+
+
+@command("segment")
+def segment(
+    inputs: list[Path] = typer.Argument(
+        ..., help="Image files and/or folders to segment.", show_default=False
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (mirrors the input tree)."),
+    model: Path | None = typer.Option(
+        None, "--model", "-m", help="Exported model (.onnx) from `wnet export`."
+    ),
+    recursive: bool = typer.Option(
+        False, "--recursive", "-r", help="Descend into subfolders of input folders."
+    ),
+    save: list[str] = typer.Option(
+        [], "--save", help="Extra outputs, repeatable or comma-separated: overlay, color, ucm, probs."
+    ),
+    ucm_format: str = typer.Option(
+        "png", "--ucm-format", help="ucm file format: png (16-bit) or npy (float32)."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Redo images whose outputs exist (default: skip)."
+    ),
+    shard: str | None = typer.Option(
+        None, "--shard", help="Process only shard I of N (0 <= I < N), e.g. 0/4."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if it works, else CPU), cpu or cuda."),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", min=1, help="Images per inference call."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=0, help="Inference threads (default: all cores)."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", min=0, help="Post-processing processes (default: one per core; 0: no overlap)."
+    ),
+    max_size: int = typer.Option(
+        2048, "--max-size", min=0, help="Downscale larger images to this side for inference (0: never)."
+    ),
+    crf: bool = typer.Option(True, "--crf/--no-crf", help="Fully connected CRF on the soft segmentation."),
+    crf_iterations: int = typer.Option(
+        5, "--crf-iterations", min=1, help="Mean-field iterations of the CRF."
+    ),
+    regions: int | None = typer.Option(None, "--regions", min=1, help="Cut the hierarchy into N regions."),
+    level: float | None = typer.Option(
+        None, "--level", min=0.0, max=1.0, help="Cut the hierarchy at level T."
+    ),
+) -> None:
+    """Segment images into label maps (and optionally overlays, colours, ucm hierarchies, probabilities).
+
+    Outputs that exist are skipped, so a rerun resumes; the exit code is 1 if any image failed.
+    """
+    from wnetcli.errors import InputError
+    from wnetcli.segmentation import BatchOptions, SegmentOptions
+    from wnetcli.segmentation.batch import parse_shard
+    from wnetcli.segmentation.postprocess import PostprocessOptions
+
+    if regions is not None and level is not None:
+        raise InputError("give --regions or --level, not both")
+    batch_options = BatchOptions(
+        out_dir=out,
+        save=_split_save(save),
+        ucm_format=ucm_format,
+        recursive=recursive,
+        overwrite=overwrite,
+        shard=parse_shard(shard) if shard else None,
+        workers=workers,
+    )
+    segment_options = SegmentOptions(
+        device=device,
+        threads=threads,
+        batch_size=batch_size,
+        max_size=max_size or None,
+        postprocess=PostprocessOptions(crf=crf, crf_iterations=crf_iterations, regions=regions, level=level),
+    )
+    report = _run_with_progress(inputs, model, batch_options, segment_options)
+    _print_report(report)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _run_with_progress(inputs, model, batch_options, segment_options):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from wnetcli.segmentation import segment_folder
+
+    columns = (TextColumn("segmenting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("segment", total=None)
+        return segment_folder(
+            inputs,
+            model,
+            batch_options,
+            segment_options,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+
+
+def _print_report(report) -> None:
+    from rich.table import Table
+
+    from wnetcli.segmentation.batch import FAILED, OK, SKIPPED
+
+    if report.device_note:
+        console.print(f"[dim]{report.device_note}[/]", highlight=False)
+    ok = report.count(OK)
+    table = Table(title=f"wnet segment ({report.device})", show_header=True)
+    table.add_column("images")
+    table.add_column("count", justify="right")
+    for label, status in (("segmented", OK), ("skipped (done before)", SKIPPED), ("failed", FAILED)):
+        table.add_row(label, str(report.count(status)))
+    if ok:
+        table.add_row("images / second", f"{ok / report.wall_seconds:.2f}")
+    console.print(table)
+
+    totals = report.stage_totals()
+    if ok and totals:
+        stages = Table(title="where the time went (summed over images; stages overlap)")
+        stages.add_column("stage")
+        stages.add_column("seconds", justify="right")
+        stages.add_column("per image (ms)", justify="right")
+        for stage, seconds in totals.items():
+            stages.add_row(stage, f"{seconds:.2f}", f"{1000 * seconds / ok:.1f}")
+        stages.add_row("wall clock", f"{report.wall_seconds:.2f}", "")
+        console.print(stages)
+
+    for record in report.failed[:_MAX_FAILURES_SHOWN]:
+        # read errors already name the file; other reasons get the name in front
+        text = (
+            record.message if str(record.source) in record.message else f"{record.source}: {record.message}"
+        )
+        console.print(f"[red]failed:[/] {text}", highlight=False, soft_wrap=True)
+    if len(report.failed) > _MAX_FAILURES_SHOWN:
+        console.print(f"... and {len(report.failed) - _MAX_FAILURES_SHOWN} more", highlight=False)
+    console.print(f"summary: {report.summary_path}", highlight=False, soft_wrap=True)

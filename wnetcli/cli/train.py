@@ -1,3 +1,129 @@
-"""`wnet train` (command added by its issue)."""
+"""``wnet train``: train a W-Net (needs the ``train`` extra; torch is imported inside the command)."""
 
 from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import typer
+
+from wnetcli.cli import command, console
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+@command("train")
+def train(
+    data: Path = typer.Option(..., "--data", help="Folder of images (searched recursively) or a VOC tree."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: config.json, last.pt, log.jsonl, samples/."),
+    preset: str = typer.Option("small", "--preset", help="paper (224 px, batch 10, full width) or small (CPU)."),
+    config_file: Path | None = typer.Option(None, "--config", help="JSON or TOML file of settings (over the preset)."),
+    iterations: int | None = typer.Option(None, "--iterations", min=1, help="Minibatches in the whole run."),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", min=1, help="Images per minibatch."),
+    size: int | None = typer.Option(None, "--size", min=8, help="Side of the random square crops (pixels)."),
+    k: int | None = typer.Option(None, "--k", min=2, help="Number of classes K."),
+    lr: float | None = typer.Option(None, "--lr", min=0.0, help="Initial learning rate."),
+    optimizer: str | None = typer.Option(None, "--optimizer", help="sgd or adam."),
+    ncut_weight: float | None = typer.Option(None, "--ncut-weight", min=0.0, help="Weight of the soft N-cut loss."),
+    recon_weight: float | None = typer.Option(
+        None, "--recon-weight", min=0.0, help="Weight of the reconstruction loss (raise it if N-cut takes over)."
+    ),
+    seed: int | None = typer.Option(None, "--seed", min=0, help="Seed of the weights, data and dropout."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=0, help="Save last.pt every N steps."),
+    sample_every: int | None = typer.Option(None, "--sample-every", min=0, help="Write a sample sheet every N steps."),
+    workers: int | None = typer.Option(None, "--workers", min=0, help="Data-loading processes (large data sets)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu or cuda."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (default: all cores)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
+    stop_after: int | None = typer.Option(
+        None, "--stop-after", min=1, help="Stop after N steps in this session (resume later)."
+    ),
+) -> None:
+    """Train a W-Net on unlabelled images (the paper's Algorithm 1), resumable with --resume.
+
+    Settings come from --preset, then --config, then the flags; the resolved config is saved as
+    RUN_DIR/config.json. With --resume the run's own config is used and only the flags given
+    change it (typically --iterations). Runs under torchrun for several GPUs or machines.
+    """
+    from wnetcli.errors import InputError, require_torch
+
+    require_torch()
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from training.config import resolve_train_config
+    from training.trainer import load_run_config
+    from training.trainer import train as train_wnet
+
+    overrides = {
+        "iterations": iterations, "batch_size": batch_size, "size": size, "k": k, "lr": lr, "optimizer": optimizer,
+        "ncut_weight": ncut_weight, "recon_weight": recon_weight, "seed": seed, "checkpoint_every": checkpoint_every,
+        "sample_every": sample_every, "workers": workers,
+    }
+    if resume and config_file is not None:
+        raise InputError("--resume uses the run's own config; give flags such as --iterations instead of --config")
+    config = load_run_config(out, overrides) if resume else resolve_train_config(preset, config_file, overrides)
+
+    columns = (
+        TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("ncut {task.fields[ncut]}  recon {task.fields[recon]}  lr {task.fields[lr]}"),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+    )
+    # Under torchrun only rank 0 reports; the other processes train silently.
+    main_process = os.environ.get("RANK", "0") == "0"
+    with Progress(*columns, console=console, transient=False, disable=not main_process) as bar:
+        task = bar.add_task("train", total=config.iterations, ncut="-", recon="-", lr="-")
+
+        def on_start(info: dict) -> None:
+            source = "in memory" if info["in_memory"] else "streamed"
+            where = f" x {info['world_size']} processes" if info["world_size"] > 1 else ""
+            bar.console.print(
+                f"run [bold]{escape(str(out))}[/]: {info['images']} images ({source}), device {info['device']}{where}, "
+                f"{info['parameters']:,} parameters, K={config.model.k}, {config.size} px, batch {config.batch_size}"
+                + (f", resuming at step {info['start_step']}" if info["start_step"] else ""),
+                highlight=False,
+                soft_wrap=True,
+            )
+            bar.update(task, completed=info["start_step"])
+
+        def on_metrics(metrics: dict) -> None:
+            bar.update(task, completed=metrics["step"], ncut=_fmt(metrics["ncut"]), recon=_fmt(metrics["recon"]),
+                       lr=f"{metrics['lr']:.2g}")
+
+        def warn(message: str) -> None:
+            bar.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+        try:
+            result = train_wnet(
+                config, data, out, resume=resume, device=device, threads=threads, stop_after=stop_after,
+                on_metrics=on_metrics, on_start=on_start, warn=warn,
+            )
+        except KeyboardInterrupt:
+            result = None  # reported below, once the progress bar has drawn its last state
+    if result is None:
+        if main_process:
+            console.print(
+                f"[yellow]interrupted:[/] checkpoint saved in {escape(str(out / 'last.pt'))}; continue with --resume",
+                soft_wrap=True,
+            )
+        raise typer.Exit(130)
+    if not main_process:
+        return
+    if result.step < result.iterations:
+        console.print(f"stopped at step {result.step} of {result.iterations}; continue with --resume", soft_wrap=True)
+    console.print(
+        f"[green]done:[/] step {result.step}, ncut {_fmt(result.last.get('ncut'))}, "
+        f"recon {_fmt(result.last.get('recon'))}; checkpoint {escape(str(result.checkpoint))}",
+        highlight=False,
+        soft_wrap=True,
+    )

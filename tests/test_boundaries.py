@@ -1,0 +1,78 @@
+"""wnetcli.segmentation.boundaries: the W-Net and colour boundary cues."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.color import rgb2lab
+
+from wnetcli.segmentation.boundaries import (
+    BoundaryOptions,
+    boundary_strength,
+    colour_gradient,
+    probability_boundaries,
+)
+
+
+def step_probs(height: int = 10, width: int = 12, k: int = 3) -> np.ndarray:
+    """One-hot soft maps: class 0 left of column width // 2, class 1 right of it."""
+    probs = np.zeros((k, height, width), dtype=np.float32)
+    probs[0, :, : width // 2] = 1
+    probs[1, :, width // 2 :] = 1
+    return probs
+
+
+def test_probability_boundaries_mark_changes_only():
+    probs = step_probs()
+    edges = probability_boundaries(probs, sigma=0)
+    assert edges.dtype == np.float32
+    expected = np.zeros(probs.shape[1:], dtype=np.float32)
+    expected[:, 5:7] = 1  # both pixels of the changing pair
+    np.testing.assert_array_equal(edges, expected)
+    uniform = np.full((4, 6, 7), 0.25, dtype=np.float32)
+    np.testing.assert_array_equal(probability_boundaries(uniform), 0)
+
+
+def test_probability_boundaries_stay_in_unit_range_when_smoothed():
+    rng = np.random.default_rng(0)
+    probs = rng.random((5, 9, 11)).astype(np.float32)
+    probs /= probs.sum(axis=0)
+    edges = probability_boundaries(probs, sigma=1.0)
+    assert edges.min() >= 0 and edges.max() <= 1 and edges.max() > 0
+
+
+@pytest.mark.parametrize("sigmas", [(1.0,), (2.0,), (1.0, 2.0, 4.0)])
+def test_colour_gradient_of_a_step_follows_its_contrast_at_every_scale(sigmas):
+    rgb = np.zeros((40, 40, 3), dtype=np.uint8)
+    rgb[:, 20:] = 120
+    lab = rgb2lab(rgb)
+    delta_e = float(np.linalg.norm(lab[0, 0] - lab[0, -1]))
+    cue = colour_gradient(lab, sigmas, contrast=40.0)
+    expected = 1 - np.exp(-delta_e / 40.0)
+    # The step lies between two pixels: sampled half a pixel off its centre the peak is a
+    # little lower (exp(-1/8) at sigma 1).
+    assert expected * 0.85 < cue[20, 19:21].max() <= expected * 1.01
+    assert cue[:, :5].max() < 1e-3 and cue[:, -5:].max() < 1e-3
+
+
+def test_boundary_strength_mixes_the_cues_by_weight():
+    rgb = np.zeros((10, 12, 3), dtype=np.uint8)
+    rgb[:, :, 0] = np.arange(12) * 20
+    lab = rgb2lab(rgb)
+    probs = step_probs()
+    colour = colour_gradient(lab)
+    wnet = probability_boundaries(probs)
+    np.testing.assert_allclose(boundary_strength(lab, probs, BoundaryOptions(wnet_weight=0)), colour)
+    np.testing.assert_allclose(boundary_strength(lab, None), colour)
+    np.testing.assert_allclose(boundary_strength(lab, probs, BoundaryOptions(colour_weight=0)), wnet)
+    mixed = boundary_strength(lab, probs, BoundaryOptions(wnet_weight=3, colour_weight=1))
+    np.testing.assert_allclose(mixed, 0.75 * wnet + 0.25 * colour, rtol=1e-5, atol=1e-6)
+
+
+def test_boundary_options_are_checked():
+    with pytest.raises(ValueError, match="not both 0"):
+        BoundaryOptions(wnet_weight=0, colour_weight=0)
+    with pytest.raises(ValueError, match="colour_sigmas"):
+        BoundaryOptions(colour_sigmas=())
+    with pytest.raises(ValueError, match="no boundary cue"):
+        boundary_strength(np.zeros((4, 4, 3)), None, BoundaryOptions(colour_weight=0))

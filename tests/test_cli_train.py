@@ -1,0 +1,118 @@
+"""``wnet train`` end to end: a tiny run, --resume, bad data, no torch, and two processes under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from wnetcli.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TOML = 'log_every = 1\nsample_every = 0\n[model]\nbase_width = 4\ndepth = 2\n'
+TINY_FLAGS = ["--size", "16", "--k", "3", "--batch-size", "2", "--device", "cpu", "--threads", "1"]
+
+
+@pytest.fixture
+def data(tmp_path):
+    folder = tmp_path / "voc" / "VOCdevkit" / "VOC2012" / "JPEGImages"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, size=(20, 24, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    (folder / "truncated.jpg").write_bytes(b"\xff\xd8\xff")
+    return tmp_path / "voc"
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_TOML)
+    return path
+
+
+def test_train_then_resume(tmp_path, data, tiny_config):
+    pytest.importorskip("torch")
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(out), "--config", str(tiny_config), *TINY_FLAGS]
+    result = CliRunner().invoke(app, [*args, "--iterations", "4", "--stop-after", "2"])
+    assert result.exit_code == 0, result.output
+    assert "4 images (in memory)" in result.output and "device cpu" in result.output
+    assert "skipping unreadable training image" in result.output and "truncated.jpg" in result.output
+    assert "stopped at step 2 of 4" in result.output
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["iterations"] == 4 and saved["model"]["k"] == 3 and saved["model"]["base_width"] == 4
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(out), "--resume", "--iterations", "5",
+                                      "--threads", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "resuming at step 2" in result.output and "done: step 5" in result.output
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+    assert json.loads((out / "config.json").read_text())["iterations"] == 5
+
+
+def test_bad_data_folders_are_one_line_errors(tmp_path, tiny_config):
+    pytest.importorskip("torch")
+    (tmp_path / "empty").mkdir()
+    cases = [(tmp_path / "missing", "training data not found"), (tmp_path / "empty", "no training images")]
+    for folder, message in cases:
+        result = CliRunner().invoke(app, ["train", "--data", str(folder), "--out", str(tmp_path / "run"),
+                                          "--config", str(tiny_config), *TINY_FLAGS])
+        assert result.exit_code == 1 and message in result.output
+        assert "Traceback" not in result.output
+
+
+def test_without_torch_it_says_how_to_install(tmp_path):
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from wnetcli.cli import main\n"
+        f"main(['train', '--data', {str(tmp_path)!r}, '--out', {str(tmp_path / 'run')!r}])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 1
+    assert "pip install 'wnet[train]'" in done.stderr
+
+
+def test_two_processes_under_torchrun_keep_identical_weights(tmp_path, data, tiny_config):
+    pytest.importorskip("torch")
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "wnetcli", "train", "--data", str(data), "--out", str(out), "--config", str(tiny_config),
+        "--iterations", "3", *TINY_FLAGS,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "x 2 processes" in done.stderr
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 3]
+    assert records[-1] == {"step": 3, "replica_difference": 0.0}
+    import torch
+
+    from training.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(out / "last.pt")
+    assert payload["step"] == 3
+    assert all(torch.isfinite(t).all() for t in payload["model"].values() if t.is_floating_point())
+
+
+def test_the_saved_config_is_preset_then_file_then_flags(tmp_path, data, tiny_config):
+    pytest.importorskip("torch")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(out), "--preset", "paper",
+                                      "--config", str(tiny_config), "--iterations", "1", "--lr", "0.01", *TINY_FLAGS])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["optimizer"], saved["momentum"], saved["dropout_switch_step"]) == ("sgd", 0.9, 25_000)  # preset
+    assert (saved["model"]["base_width"], saved["log_every"]) == (4, 1)  # file
+    assert (saved["lr"], saved["iterations"], saved["size"], saved["model"]["k"]) == (0.01, 1, 16, 3)  # flags
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(out), "--resume",
+                                      "--config", str(tiny_config)])
+    assert result.exit_code == 1 and "--resume uses the run's own config" in result.output

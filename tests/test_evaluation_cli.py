@@ -1,0 +1,155 @@
+"""`wnet evaluate` end to end, the scikit-image baselines and the W-Net method branch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from wnetcli.cli import app
+from wnetcli.evaluation import Baseline, EvaluationOptions, SegmenterMethod, evaluate, find_split
+from wnetcli.evaluation.baselines import nest_levels
+from wnetcli.ucm import ucm2_to_labels
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BENCH = DATA / "bsds500-bench"
+BSDS = DATA / "bsds500"
+
+runner = CliRunner()
+
+
+def bench_tree(root: Path, count: int = 2) -> Path:
+    """A BSDS layout ``{images,groundTruth}/val`` of links to the bench images (no copies)."""
+    if not BENCH.is_dir():
+        pytest.skip(f"BSDS bench data not found at {BENCH}")
+    for sub, suffix in (("images", ".jpg"), ("groundTruth", ".mat")):
+        folder = root / sub / "val"
+        folder.mkdir(parents=True)
+        for path in sorted((BENCH / sub).glob(f"*{suffix}"))[:count]:
+            (folder / path.name).symlink_to(path)
+    return root
+
+
+@pytest.mark.needs_data
+def test_cli_scores_results_and_writes_the_report(tmp_path):
+    bsds = bench_tree(tmp_path / "bsds")
+    out = tmp_path / "out"
+    args = ["evaluate", "--bsds", str(bsds), "--split", "val", "--results", str(BENCH / "ucm2")]
+    result = runner.invoke(app, [*args, "--thresholds", "5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["boundary"]["ods"]) >= {"threshold", "recall", "precision", "f"}
+    assert set(metrics["boundary"]["ois"]) >= {"recall", "precision", "f"}
+    assert 0 < metrics["boundary"]["ap"] < 1
+    assert set(metrics["covering"]) >= {"ods", "ois", "best"}
+    assert set(metrics["pri"]) >= {"ods", "ois"}
+    assert set(metrics["vi"]) >= {"ods", "ois"}
+    assert metrics["images"] == 2
+    assert metrics["seconds"] > 0
+    for name in ("eval_bdry.csv", "eval_bdry_thr.csv", "eval_bdry_img.csv", "eval_cover_img.csv", "pr_curve.png"):
+        assert (out / name).stat().st_size > 0
+    assert len((out / "eval_bdry_thr.csv").read_text().splitlines()) == 1 + 5
+    assert "boundary F" in result.output
+
+
+@pytest.mark.needs_data
+def test_cli_soft_maps_skip_the_region_benchmark(tmp_path):
+    bsds = bench_tree(tmp_path / "bsds", count=1)
+    out = tmp_path / "out"
+    args = ["evaluate", "--bsds", str(bsds), "--split", "val", "--results", str(BENCH / "png")]
+    result = runner.invoke(app, [*args, "--thresholds", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["covering"] is None
+    assert metrics["boundary"]["ods"]["f"] > 0.5
+
+
+def test_cli_reports_a_bad_layout_in_one_line(tmp_path):
+    result = runner.invoke(app, ["evaluate", "--bsds", str(tmp_path), "--method", "slic"])
+    assert result.exit_code == 1
+    assert "not a BSDS500 folder" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.needs_data
+def test_cli_rejects_two_methods_and_unknown_baselines(tmp_path):
+    bsds = bench_tree(tmp_path / "bsds", count=1)
+    both = runner.invoke(app, ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "slic", "--results", "x"])
+    assert both.exit_code == 1
+    assert "not --results and --method" in both.output
+    unknown = runner.invoke(app, ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "kmeans"])
+    assert unknown.exit_code == 1
+    assert "unknown method 'kmeans'" in unknown.output
+
+
+def test_evaluate_does_not_import_torch():
+    code = (
+        "import sys; import wnetcli.cli; import wnetcli.evaluation; import wnetcli.ucm; "
+        "import wnetcli.evaluation.baselines; sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# --- baselines -------------------------------------------------------------------------------
+
+
+def test_nest_levels_makes_each_level_a_coarsening():
+    rng = np.random.default_rng(1)
+    fine = rng.integers(0, 20, size=(16, 16))
+    coarse = rng.integers(0, 4, size=(16, 16))
+    nested = nest_levels([fine, coarse])
+    pairs = np.unique(np.stack([nested[0].ravel(), nested[1].ravel()]), axis=1)
+    assert len(np.unique(pairs[0])) == pairs.shape[1]  # every fine region has exactly one parent
+
+
+@pytest.mark.needs_data
+@pytest.mark.parametrize("name", ["felzenszwalb", "slic", "watershed"])
+def test_baselines_on_two_val_images(name, tmp_path):
+    if not BSDS.is_dir():
+        pytest.skip(f"BSDS500 not found at {BSDS}")
+    images = find_split(BSDS, "val")[:2]
+    result = evaluate(images, Baseline(name), EvaluationOptions(thresholds=9, save_dir=tmp_path))
+    assert result.kind == "ucm2"
+    ucm2 = np.load(tmp_path / f"{images[0].id}.npy")
+    counts = [int(ucm2_to_labels(ucm2, t).max()) for t in (0.05, 0.5, 0.95)]
+    assert counts[0] > counts[1] > counts[2] >= 1
+    assert 0.3 < result.boundary.ods_f < 0.9
+    assert 0.2 < result.regions.covering_ods <= result.regions.covering_ois <= result.regions.covering_best <= 1
+    assert 0.5 < result.regions.pri_ods < 1
+    assert result.regions.vi_ois <= result.regions.vi_ods
+
+
+@pytest.mark.slow
+@pytest.mark.needs_data
+def test_quickshift_baseline_on_one_val_image():
+    if not BSDS.is_dir():
+        pytest.skip(f"BSDS500 not found at {BSDS}")
+    result = evaluate(find_split(BSDS, "val")[:1], Baseline("quickshift"), EvaluationOptions(thresholds=9))
+    assert 0.2 < result.boundary.ods_f < 0.9
+
+
+# --- the W-Net pipeline as a method ----------------------------------------------------------
+
+
+@pytest.mark.needs_data
+def test_segmenter_method_scores_an_onnx_model(tmp_path):
+    onnx_models = pytest.importorskip("onnx_models", reason="tests/onnx_models.py builds the test model")
+    onnx_models.require_onnx()
+    try:
+        import wnetcli.segmentation  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"wnetcli.segmentation is not importable: {exc}")
+    from wnetcli.segmentation import SegmentOptions
+
+    model = onnx_models.build_prototype_model(tmp_path / "proto.onnx")
+    bsds = bench_tree(tmp_path / "bsds", count=1)
+    method = SegmenterMethod(model, SegmentOptions(device="cpu"))
+    result = evaluate(find_split(bsds, "val"), method, EvaluationOptions(thresholds=3))
+    assert result.kind == "ucm2"
+    assert 0 <= result.boundary.ods_f <= 1
+    assert 0 < result.regions.covering_ods <= 1

@@ -1,0 +1,93 @@
+"""The W-Net model: shapes at odd sizes, the paper's parameter count, every architecture option."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.config import UPSAMPLING_MODES, ModelConfig  # noqa: E402
+from training.model import WNet, count_parameters, pad_to_multiple  # noqa: E402
+from wnetcli.errors import InputError  # noqa: E402
+
+TINY = {"k": 3, "base_width": 4, "depth": 2}
+
+
+def _images(n: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, height, width, generator=generator) * 255
+
+
+def test_paper_configuration_has_the_measured_parameter_count():
+    # Full width (64..1024), depth 4, separable, transposed up-convolutions, K = 20.
+    model = WNet(ModelConfig(k=20))
+    assert count_parameters(model) == 12_271_127
+    assert count_parameters(model.encoder) == 6_131_220
+    assert count_parameters(model.decoder) == 12_271_127 - 6_131_220
+
+
+@pytest.mark.parametrize("height, width", [(17, 23), (1, 5), (32, 32), (31, 9)])
+def test_shapes_at_odd_sizes(height, width):
+    model = WNet(ModelConfig(**TINY)).eval()
+    with torch.no_grad():
+        probs, reconstruction = model(_images(2, height, width))
+        encoded = model.encode(_images(2, height, width))
+    assert probs.shape == encoded.shape == (2, 3, height, width)
+    assert reconstruction.shape == (2, 3, height, width)
+    torch.testing.assert_close(probs.sum(dim=1), torch.ones(2, height, width))
+    assert probs.min() >= 0
+
+
+@pytest.mark.parametrize("upsampling", UPSAMPLING_MODES)
+@pytest.mark.parametrize("skip", [True, False])
+@pytest.mark.parametrize("separable", [True, False])
+def test_every_architecture_option_runs_and_trains(upsampling, skip, separable):
+    config = ModelConfig(**TINY, upsampling=upsampling, skip=skip, separable=separable)
+    model = WNet(config)
+    probs, reconstruction = model(_images(2, 16, 16))
+    assert probs.shape == (2, 3, 16, 16) and reconstruction.shape == (2, 3, 16, 16)
+    reconstruction.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_options_change_the_parameter_count_as_expected():
+    base = count_parameters(WNet(ModelConfig(**TINY)))
+    assert count_parameters(WNet(ModelConfig(**TINY, skip=False))) < base
+    assert count_parameters(WNet(ModelConfig(**TINY, separable=False))) > base
+    assert count_parameters(WNet(ModelConfig(**TINY, upsampling="resize_conv"))) < base
+
+
+def test_bilinear_transposed_upsampling_keeps_a_constant_image_constant():
+    from training.model import make_upsampler
+
+    layer = make_upsampler(8, 4, "transposed_bilinear")
+    out = layer(torch.full((1, 8, 6, 6), 3.0))
+    # Away from the border (where the transposed conv sees zero padding) the output is flat.
+    torch.testing.assert_close(out[..., 1:-1, 1:-1], torch.full_like(out[..., 1:-1, 1:-1], 3.0))
+
+
+@pytest.mark.parametrize("height, width, multiple", [(5, 7, 16), (3, 2, 16), (1, 1, 4), (16, 17, 16), (30, 2, 8)])
+def test_reflect_padding_equals_numpy_reflect(height, width, multiple):
+    images = _images(1, height, width)
+    padded = pad_to_multiple(images, multiple)
+    pads = ((0, 0), (0, 0), (0, (-height) % multiple), (0, (-width) % multiple))
+    expected = np.pad(images.numpy(), pads, mode="reflect")
+    assert padded.shape[-2] % multiple == 0 and padded.shape[-1] % multiple == 0
+    np.testing.assert_array_equal(padded.numpy(), expected)
+
+
+def test_set_dropout_changes_every_dropout_layer():
+    model = WNet(ModelConfig(**TINY, dropout=0.65))
+    model.set_dropout(0.3)
+    rates = {layer.p for layer in model.modules() if isinstance(layer, torch.nn.Dropout)}
+    assert rates == {0.3}
+    with pytest.raises(ValueError):
+        model.set_dropout(1.0)
+
+
+@pytest.mark.parametrize("changes", [{"k": 1}, {"base_width": 0}, {"depth": 7}, {"upsampling": "pixelshuffle"},
+                                     {"dropout": 1.0}])
+def test_model_config_rejects_bad_values(changes):
+    with pytest.raises(InputError):
+        ModelConfig(**changes)

@@ -1,0 +1,158 @@
+"""wnetcli.segmentation.postprocess: the contract the segmentation pipeline codes against."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.measure import label
+
+from wnetcli.errors import InputError
+from wnetcli.images import read_rgb
+from wnetcli.segmentation.postprocess import DEFAULT_LEVEL, PostprocessOptions, PostprocessResult, postprocess
+from wnetcli.ucm import ucm2_to_labels
+
+COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 40]], dtype=np.uint8)
+
+
+def four_squares(height: int = 40, width: int = 56, k: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Four flat coloured quadrants: (rgb, labels 0..3, soft maps favouring the right label)."""
+    labels = np.zeros((height, width), dtype=np.int64)
+    labels[:, width // 2 :] += 1
+    labels[height // 2 :, :] += 2
+    probs = np.full((k, height, width), 0.1 / (k - 1), dtype=np.float32)
+    np.put_along_axis(probs, labels[None], 0.9, axis=0)
+    return COLOURS[labels], labels, probs
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+@pytest.mark.parametrize("crf", [True, False])
+def test_four_squares_give_four_regions_at_the_default_level(crf):
+    rgb, labels, probs = four_squares()
+    result = postprocess(rgb, probs, PostprocessOptions(crf=crf))
+    assert isinstance(result, PostprocessResult)
+    assert result.labels.dtype == np.int32 and result.labels.shape == labels.shape
+    assert same_partition(result.labels, labels)
+    assert result.ucm2.shape == (81, 113) and result.ucm2.dtype == np.float32
+    assert result.ucm2.min() >= 0 and result.ucm2.max() <= 1
+    assert result.threshold == DEFAULT_LEVEL
+    assert result.probs.shape == probs.shape and result.probs.dtype == np.float32
+    np.testing.assert_allclose(result.probs.sum(axis=0), 1, atol=1e-5)
+    assert set(result.timings) == {"crf", "boundaries", "hierarchy"}
+    assert (result.timings["crf"] > 0) == crf
+
+
+@pytest.mark.parametrize("regions", [1, 2, 4])
+def test_regions_picks_a_cut_with_that_many_regions(regions):
+    rgb, labels, probs = four_squares()
+    result = postprocess(rgb, probs, PostprocessOptions(regions=regions))
+    assert result.labels.max() == regions
+    assert same_partition(result.labels, ucm2_to_labels(result.ucm2, result.threshold))
+
+
+def test_level_cuts_the_ucm_at_that_threshold():
+    rgb, _, probs = four_squares()
+    fine = postprocess(rgb, probs, PostprocessOptions(level=0.0))
+    coarse = postprocess(rgb, probs, PostprocessOptions(level=1.0))
+    assert coarse.labels.max() == 1
+    assert fine.labels.max() >= 4
+    np.testing.assert_array_equal(fine.ucm2, coarse.ucm2)
+
+
+def test_one_label_is_one_four_connected_region():
+    # Two separate squares of the same colour and class on a background.
+    rgb = np.zeros((60, 60, 3), dtype=np.uint8)
+    rgb[10:20, 10:20] = rgb[35:48, 35:48] = 220
+    probs = np.zeros((2, 60, 60), dtype=np.float32)
+    probs[0] = 0.95
+    probs[0][rgb[..., 0] > 0] = 0.05
+    probs[1] = 1 - probs[0]
+    result = postprocess(rgb, probs, PostprocessOptions(level=0.5))
+    assert result.labels.max() == 3
+    assert label(result.labels, connectivity=1, background=0).max() == result.labels.max()
+    assert result.labels.min() == 1
+
+
+def test_without_the_wnet_cue_is_the_colour_only_hierarchy():
+    rgb, _, probs = four_squares()
+    rng = np.random.default_rng(0)
+    noisy = rng.random(probs.shape).astype(np.float32)
+    noisy /= noisy.sum(axis=0)
+    colour_only = postprocess(rgb, None)
+    assert colour_only.probs.shape == (0, *rgb.shape[:2])
+    assert colour_only.timings["crf"] == 0
+    off = postprocess(rgb, noisy, PostprocessOptions(wnet_weight=0))
+    np.testing.assert_array_equal(off.ucm2, colour_only.ucm2)
+    on = postprocess(rgb, noisy, PostprocessOptions(crf=False))
+    assert not np.array_equal(on.ucm2, colour_only.ucm2)
+
+
+@pytest.mark.parametrize(("height", "width"), [(17, 23), (1, 12), (9, 1), (33, 5)])
+def test_odd_sizes(height, width):
+    rng = np.random.default_rng(height * width)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    probs = rng.random((3, height, width)).astype(np.float32)
+    probs /= probs.sum(axis=0)
+    result = postprocess(rgb, probs, PostprocessOptions(regions=3))
+    assert result.ucm2.shape == (2 * height + 1, 2 * width + 1)
+    assert result.labels.shape == (height, width) and result.labels.min() == 1
+    assert result.labels.max() <= 3
+
+
+def test_bad_inputs_and_options_raise_input_errors():
+    rgb, _, probs = four_squares(8, 8)
+    with pytest.raises(InputError, match="either regions or level"):
+        PostprocessOptions(regions=3, level=0.5)
+    with pytest.raises(InputError, match="level"):
+        PostprocessOptions(level=1.5)
+    with pytest.raises(InputError, match="regions"):
+        PostprocessOptions(regions=0)
+    with pytest.raises(InputError, match="downsample"):
+        PostprocessOptions(crf_downsample=0)
+    with pytest.raises(InputError, match="uint8"):
+        postprocess(rgb.astype(np.float32), probs)
+    with pytest.raises(InputError, match="probs"):
+        postprocess(rgb, probs[:, :4])
+    with pytest.raises(InputError, match="no boundary cue"):
+        postprocess(rgb, None, PostprocessOptions(colour_weight=0))
+
+
+def test_postprocess_does_not_import_torch():
+    code = (
+        "import sys, numpy as np\n"
+        "from wnetcli.segmentation.postprocess import postprocess\n"
+        "postprocess(np.zeros((8, 8, 3), np.uint8), np.full((2, 8, 8), 0.5, np.float32))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+BSDS_VAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bsds500" / "images" / "val"
+
+
+@pytest.mark.needs_data
+def test_a_bsds_image_gives_a_nested_hierarchy():
+    images = sorted(BSDS_VAL.glob("*.jpg"))
+    if not images:
+        pytest.skip(f"BSDS500 val images not found under {BSDS_VAL}")
+    rgb = read_rgb(images[0])
+    result = postprocess(rgb, None, PostprocessOptions(regions=20))
+    assert result.ucm2.shape == (2 * rgb.shape[0] + 1, 2 * rgb.shape[1] + 1)
+    assert 10 <= result.labels.max() <= 20
+    right = result.ucm2[1:-1:2, 2:-1:2]
+    previous = None
+    for t in (0.1, 0.2, 0.35, 0.5, 0.7):
+        labels = ucm2_to_labels(result.ucm2, t)
+        np.testing.assert_array_equal(labels[:, 1:] != labels[:, :-1], right > t)
+        if previous is not None:
+            pairs = np.unique(np.stack([previous.ravel(), labels.ravel()]), axis=1)
+            assert len(np.unique(pairs[0])) == pairs.shape[1]
+        previous = labels

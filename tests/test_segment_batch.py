@@ -1,0 +1,361 @@
+"""The folder runner and ``wnet segment``: outputs, resume/overwrite, failures, shards, atomic writes."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx_models import build_prototype_model, squares_image
+from PIL import Image
+from typer.testing import CliRunner
+
+from wnetcli.cli import app
+from wnetcli.errors import InputError
+from wnetcli.segmentation import (
+    BatchOptions,
+    SegmentationResult,
+    Segmenter,
+    SegmentOptions,
+    plan_batch,
+    segment_folder,
+)
+from wnetcli.segmentation.batch import in_shard, parse_shard
+from wnetcli.segmentation.outputs import (
+    colorize,
+    labels_to_png_array,
+    output_paths,
+    read_ucm,
+    ucm_to_uint16,
+    write_outputs,
+)
+
+runner = CliRunner()
+TESTS = Path(__file__).resolve().parent
+CPU = SegmentOptions(device="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return build_prototype_model(tmp_path_factory.mktemp("model") / "proto.onnx")
+
+
+def _save(path: Path, rgb: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A small tree: odd sizes, grey, RGBA, a subfolder, one corrupt file."""
+    root = tmp_path / "in"
+    _save(root / "a.png", squares_image(33))
+    _save(root / "grey.png", squares_image(20)[..., 0])
+    rgba = np.dstack([squares_image(18), np.full((18, 18), 128, np.uint8)])
+    Image.fromarray(rgba, mode="RGBA").save(root / "rgba.png")
+    _save(root / "sub" / "b.bmp", squares_image(40)[:37, :29])
+    (root / "broken.jpg").write_bytes(b"\xff\xd8 this is no jpeg")
+    return root
+
+
+def _rows(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="") as handle:
+        return {row["image"]: row for row in csv.DictReader(handle)}
+
+
+def test_outputs_statuses_and_summary(tmp_path, images, model_path):
+    out = tmp_path / "out"
+    options = BatchOptions(out_dir=out, recursive=True, save=("overlay", "color", "ucm", "probs"))
+    report = segment_folder([images], model_path, options, CPU)
+    assert [r.image for r in report.failed] == ["broken.jpg"]
+    assert "broken.jpg" in report.failed[0].message
+    rows = _rows(out / "summary.csv")
+    assert set(rows) == {"a.png", "grey.png", "rgba.png", "sub/b.bmp", "broken.jpg"}
+    assert rows["sub/b.bmp"]["width"] == "29" and rows["sub/b.bmp"]["height"] == "37"
+    assert rows["a.png"]["status"] == "ok" and rows["a.png"]["regions"] == "4"
+    assert rows["broken.jpg"]["status"] == "failed" and rows["broken.jpg"]["message"]
+
+    labels = np.asarray(Image.open(out / "sub" / "b.png"))
+    assert labels.shape == (37, 29) and labels.dtype == np.uint8 and labels.min() == 1
+    assert np.asarray(Image.open(out / "sub" / "b.overlay.png")).shape == (37, 29, 3)
+    assert np.asarray(Image.open(out / "sub" / "b.color.png")).shape == (37, 29, 3)
+    ucm = read_ucm(out / "sub" / "b.ucm.png")
+    assert ucm.shape == (75, 59) and ucm.dtype == np.float32 and ucm.min() >= 0 and ucm.max() <= 1
+    assert np.load(out / "sub" / "b.probs.npy").shape == (4, 37, 29)
+    assert (out / "segment_config.json").is_file()
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_rerun_skips_and_overwrite_redoes(tmp_path, images, model_path):
+    out = tmp_path / "out"
+    first = segment_folder([images], model_path, BatchOptions(out_dir=out), CPU)
+    assert first.count("ok") == 3  # a, grey, rgba (not recursive); broken fails
+    stamp = (out / "a.png").stat().st_mtime_ns
+
+    again = segment_folder([images], model_path, BatchOptions(out_dir=out), CPU)
+    assert again.count("skipped") == 3 and again.count("ok") == 0 and len(again.failed) == 1
+    assert (out / "a.png").stat().st_mtime_ns == stamp
+
+    # Asking for a new output kind redoes only what is missing.
+    more = segment_folder([images], model_path, BatchOptions(out_dir=out, save=("ucm",)), CPU)
+    assert more.count("ok") == 3 and (out / "a.ucm.png").is_file()
+    assert (out / "a.png").stat().st_mtime_ns == stamp
+
+    redo = segment_folder([images], model_path, BatchOptions(out_dir=out, overwrite=True), CPU)
+    assert redo.count("ok") == 3 and (out / "a.png").stat().st_mtime_ns != stamp
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_serial_and_overlapped_runs_agree(tmp_path, images, model_path, workers):
+    out = tmp_path / f"out{workers}"
+    report = segment_folder([images], model_path, BatchOptions(out_dir=out, workers=workers), CPU)
+    assert [r.image for r in report.records] == ["a.png", "broken.jpg", "grey.png", "rgba.png"]
+    labels = np.asarray(Image.open(out / "a.png"))
+    expected = np.zeros((33, 33), np.uint8)
+    expected[:16, :16], expected[:16, 16:], expected[16:, :16], expected[16:, 16:] = 1, 2, 3, 4
+    assert len(np.unique(labels)) == 4
+    # the same partition as the four quadrants, whatever the numbering
+    pairs = set(zip(labels.ravel().tolist(), expected.ravel().tolist(), strict=True))
+    assert len(pairs) == 4
+
+
+def test_batches_group_images_of_equal_size(tmp_path, model_path, monkeypatch):
+    for i in range(7):  # alternating landscape / portrait, as in BSDS
+        height, width = (16, 24) if i % 2 else (24, 16)
+        _save(tmp_path / "in" / f"img{i}.png", squares_image(24)[:height, :width])
+    calls = []
+    original = Segmenter.predict
+
+    def spy(self, images):
+        calls.append((len(images), sorted({image.shape[:2] for image in images})))
+        return original(self, images)
+
+    monkeypatch.setattr(Segmenter, "predict", spy)
+    options = SegmentOptions(device="cpu", batch_size=3)
+    report = segment_folder([tmp_path / "in"], model_path, BatchOptions(out_dir=tmp_path / "out"), options)
+    assert report.count("ok") == 7
+    # every call holds one size only: two full batches of 3 and the last image alone
+    assert sorted(calls) == [(1, [(24, 16)]), (3, [(16, 24)]), (3, [(24, 16)])]
+
+
+def test_empty_folder_and_missing_input_are_input_errors(tmp_path, model_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images"):
+        plan_batch([tmp_path / "empty"], BatchOptions(out_dir=tmp_path / "out"))
+    with pytest.raises(InputError, match="not found"):
+        plan_batch([tmp_path / "missing"], BatchOptions(out_dir=tmp_path / "out"))
+
+
+def test_clashing_output_names_fail_the_second_input(tmp_path, model_path):
+    _save(tmp_path / "in" / "x.png", squares_image(16))
+    _save(tmp_path / "in" / "x.jpg", squares_image(16))
+    plan = plan_batch([tmp_path / "in"], BatchOptions(out_dir=tmp_path / "out"))
+    assert len(plan.jobs) == 1 and len(plan.decided) == 1
+    assert plan.decided[0].status == "failed" and "rename" in plan.decided[0].message
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7])
+def test_shards_cover_every_file_exactly_once(tmp_path, count):
+    for i in range(23):
+        (tmp_path / "in" / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / f"d{i % 3}" / f"img{i}.png").write_bytes(b"x")
+    everything = plan_batch([tmp_path / "in"], BatchOptions(out_dir=tmp_path / "o", recursive=True))
+    all_names = sorted(job.relative.as_posix() for job in everything.jobs)
+    seen: list[str] = []
+    for index in range(count):
+        options = BatchOptions(out_dir=tmp_path / "o", recursive=True, shard=(index, count))
+        seen += [job.relative.as_posix() for job in plan_batch([tmp_path / "in"], options).jobs]
+    assert len(all_names) == 23 and sorted(seen) == all_names
+
+
+def test_shard_parsing_and_stability():
+    assert parse_shard("2/5") == (2, 5)
+    for bad in ["5/5", "-1/3", "1", "a/b", "1/0"]:
+        with pytest.raises(InputError, match="shard"):
+            parse_shard(bad)
+    # CRC-32 is fixed by its definition, so the split is the same on every machine.
+    assert [in_shard(Path("a/b.jpg"), (i, 4)) for i in range(4)].count(True) == 1
+    assert in_shard(Path("img.png"), None)
+
+
+def test_shard_summaries_do_not_collide(tmp_path, images, model_path):
+    names = set()
+    for index in range(2):
+        options = BatchOptions(out_dir=tmp_path / "out", shard=(index, 2))
+        report = segment_folder([images], model_path, options, CPU)
+        names.add(report.summary_path.name)
+    assert names == {"summary.shard-0-of-2.csv", "summary.shard-1-of-2.csv"}
+
+
+def test_output_names_and_encodings(tmp_path):
+    paths = output_paths(tmp_path, Path("sub/img.jpeg"), ("ucm", "probs"), ucm_format="npy")
+    assert paths == {
+        "labels": tmp_path / "sub" / "img.png",
+        "ucm": tmp_path / "sub" / "img.ucm.npy",
+        "probs": tmp_path / "sub" / "img.probs.npy",
+    }
+    with pytest.raises(InputError, match="--save"):
+        output_paths(tmp_path, Path("a.png"), ("contours",))
+    assert labels_to_png_array(np.array([[1, 255]])).dtype == np.uint8
+    assert labels_to_png_array(np.array([[1, 256]])).dtype == np.uint16
+    ucm = np.array([[0.0, 0.5, 1.0]], np.float32)
+    np.testing.assert_allclose(ucm_to_uint16(ucm) / 65535.0, ucm, atol=1e-5)
+    colours = colorize(np.array([[1, 2], [2, 1]]))
+    assert colours.shape == (2, 2, 3) and (colours[0, 0] == colours[1, 1]).all()
+
+
+@pytest.mark.parametrize("regions,dtype", [(255, np.uint8), (300, np.uint16)])
+def test_label_maps_are_written_as_8_or_16_bit(tmp_path, regions, dtype):
+    labels = (np.arange(20 * 30).reshape(20, 30) % regions + 1).astype(np.int32)
+    result = SegmentationResult(labels, np.zeros((41, 61), np.float32), np.zeros((2, 20, 30), np.float32))
+    paths = output_paths(tmp_path, Path("x.jpg"), ("ucm",))
+    write_outputs(paths, np.zeros((20, 30, 3), np.uint8), result)
+    written = np.asarray(Image.open(paths["labels"]))
+    assert written.dtype == dtype
+    np.testing.assert_array_equal(written, labels)
+
+
+def test_ucm_npy_round_trip(tmp_path, images, model_path):
+    options = BatchOptions(out_dir=tmp_path / "out", save=("ucm",), ucm_format="npy")
+    segment_folder([images / "a.png"], model_path, options, CPU)
+    ucm = read_ucm(tmp_path / "out" / "a.ucm.npy")
+    assert ucm.shape == (67, 67) and ucm.dtype == np.float32
+
+
+# --- the command line ---
+
+
+def test_cli_segments_and_exit_code_reflects_failures(tmp_path, images, model_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["segment", str(images), "--out", "out", "--model", str(model_path), "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--save", "overlay,ucm", "--save", "color"])
+    assert result.exit_code == 1, result.output
+    assert "broken.jpg" in result.output and "failed" in result.output
+    assert (tmp_path / "out" / "a.overlay.png").is_file() and (tmp_path / "out" / "a.color.png").is_file()
+    (images / "broken.jpg").unlink()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--model", "nope.onnx"], "model not found"),
+        (["--shard", "3/2"], "--shard"),
+        (["--save", "everything"], "--save"),
+        (["--regions", "3", "--level", "0.5"], "not both"),
+    ],
+)
+def test_cli_user_errors_are_one_line(tmp_path, images, model_path, extra, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["segment", str(images), "--out", "out", "--device", "cpu"]
+    if "--model" not in extra:
+        args += ["--model", str(model_path)]
+    result = runner.invoke(app, [*args, *extra])
+    assert result.exit_code == 1
+    assert message in result.output and "Traceback" not in result.output
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+
+
+def test_cli_device_cuda_without_cuda_is_one_line(tmp_path, images, model_path, monkeypatch):
+    import wnetcli.segmentation.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cuda_driver_present", lambda: False)  # as on a machine without a GPU
+    monkeypatch.chdir(tmp_path)
+    args = ["segment", str(images), "--out", "out", "--model", str(model_path), "--device", "cuda"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "--device cuda" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_missing_input_and_missing_default_model(tmp_path, model_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["segment", "nowhere", "--out", "out", "--model", str(model_path)])
+    assert result.exit_code == 1 and "input not found: nowhere" in result.output
+    _save(tmp_path / "one.png", squares_image(8))
+    result = runner.invoke(app, ["segment", "one.png", "--out", "out"])
+    assert result.exit_code == 1 and "--model FILE.onnx" in result.output
+
+
+def test_segment_never_imports_torch(tmp_path, model_path):
+    _save(tmp_path / "in" / "a.png", squares_image(16))
+    code = (
+        "import sys; "
+        "from wnetcli.cli import main\n"
+        "try: main(['segment', 'in', '--out', 'out', '--model', sys.argv[1]])\n"
+        "except SystemExit as e: assert e.code in (0, None), e.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(model_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "a.png").is_file()
+
+
+def test_kill_9_leaves_no_partial_output_and_a_rerun_completes(tmp_path, model_path):
+    """Kill a run with SIGKILL while it writes; every final-named file must be complete."""
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        # four flat quadrants in random colours: cheap to post-process, unlike noise
+        colours = rng.integers(0, 256, (4, 3)).astype(np.uint8)
+        _save(tmp_path / "in" / f"img{i:02d}.png", squares_image(64, colours))
+    code = (
+        "import sys; "
+        "from wnetcli.cli import main; "
+        "main(['segment', 'in', '--out', 'out', '--device', 'cpu', '--save', 'overlay,color,ucm,probs', "
+        "'--model', sys.argv[1]])"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(model_path)], cwd=tmp_path)
+    out = tmp_path / "out"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.glob("*.png"))) < 10:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    # The worker processes die with the run (PR_SET_PDEATHSIG); wait until nothing changes.
+    listing, deadline = None, time.monotonic() + 20
+    while time.monotonic() < deadline and listing != (listing := sorted(p.name for p in out.iterdir())):
+        time.sleep(0.5)
+    finals = [p for p in out.glob("*") if ".tmp." not in p.name and p.suffix in {".png", ".npy"}]
+    assert finals, "the run was killed before writing anything; the test proves nothing"
+    for path in finals:
+        if path.suffix == ".png":
+            with Image.open(path) as image:
+                image.load()  # raises on a truncated PNG
+        else:
+            np.load(path)
+    done_before = {p.name for p in out.glob("img??.png")}
+    assert len(done_before) < 40, "the run finished before the kill; the test proves nothing"
+
+    report = segment_folder([tmp_path / "in"], model_path, BatchOptions(out_dir=out, save=("overlay",)), CPU)
+    # the label map is written last, so every image that has one is complete and skipped
+    assert report.count("skipped") == len(done_before) and not report.failed
+    assert len(list(out.glob("img??.png"))) == 40
+
+
+@pytest.mark.needs_data
+def test_bsds_images_keep_their_size(tmp_path, model_path):
+    val = TESTS.parent.parent / "shared" / "data" / "bsds500" / "images" / "val"
+    if not val.is_dir():
+        pytest.skip(f"BSDS500 images not found at {val}")
+    sources = sorted(val.glob("*.jpg"))[:2]
+    options = BatchOptions(out_dir=tmp_path / "out", save=("ucm",))
+    report = segment_folder(sources, model_path, options, CPU)
+    assert report.count("ok") == 2
+    for source in sources:
+        with Image.open(source) as image:
+            width, height = image.size
+        assert np.asarray(Image.open(tmp_path / "out" / f"{source.stem}.png")).shape == (height, width)
+        assert read_ucm(tmp_path / "out" / f"{source.stem}.ucm.png").shape == (2 * height + 1, 2 * width + 1)

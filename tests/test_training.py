@@ -1,0 +1,213 @@
+"""The trainer: Algorithm 1, exact resume, checkpoints, NaN and Ctrl-C handling, and that it learns."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+
+from training.checkpoint import read_checkpoint  # noqa: E402
+from training.config import ModelConfig, TrainConfig  # noqa: E402
+from training.trainer import load_run_config, train  # noqa: E402
+from wnetcli.errors import InputError, ModelError, TrainingError  # noqa: E402
+
+TINY = TrainConfig(
+    model=ModelConfig(k=3, base_width=4, depth=2, dropout=0.5),
+    iterations=20,
+    batch_size=2,
+    size=16,
+    dropout_late=0.2,
+    dropout_switch_step=5,  # crosses the switch on both sides of a resume at step 10
+    lr_decay_every=7,
+    checkpoint_every=4,
+    log_every=3,
+    sample_every=10,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The test machine's 2 cores are shared: OpenMP threads spinning against other processes
+    # made steps 100x slower there. One thread is also what makes the runs bitwise repeatable.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def data(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, size=(24, 28, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _weights(run_dir):
+    return read_checkpoint(run_dir / "last.pt")["model"]
+
+
+def _log(run_dir):
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_resume_continues_exactly(tmp_path, data):
+    straight = train(TINY, data, tmp_path / "straight", device="cpu", threads=1)
+    first = train(TINY, data, tmp_path / "resumed", device="cpu", threads=1, stop_after=10)
+    assert (first.step, straight.step) == (10, 20)
+    second = train(TINY, data, tmp_path / "resumed", device="cpu", threads=1, resume=True)
+    assert (second.start_step, second.step) == (10, 20)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[name], b[name]) for name in a), "resumed weights differ from a straight run"
+    a_opt = read_checkpoint(tmp_path / "straight" / "last.pt")["optimizers"]["full"]["state"]
+    b_opt = read_checkpoint(tmp_path / "resumed" / "last.pt")["optimizers"]["full"]["state"]
+    assert all(torch.equal(a_opt[i]["exp_avg"], b_opt[i]["exp_avg"]) for i in a_opt)
+    # The resumed run's log holds each step once (plus step 10, where the first session ended),
+    # with the losses of the straight run.
+    straight_log = {r["step"]: {**r, "seconds": None} for r in _log(tmp_path / "straight")}
+    resumed_log = [{**r, "seconds": None} for r in _log(tmp_path / "resumed")]
+    assert [r["step"] for r in resumed_log] == [3, 6, 9, 10, 12, 15, 18, 20]
+    assert [r for r in resumed_log if r["step"] != 10] == list(straight_log.values())
+
+
+def test_run_folder_contents_and_checkpoint(tmp_path, data):
+    result = train(TINY, data, tmp_path / "run", device="cpu", threads=1)
+    run = tmp_path / "run"
+    assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())) == TINY
+    assert load_run_config(run) == TINY
+    payload = read_checkpoint(run / "last.pt")  # weights_only=True: every entry is a plain type
+    assert payload["step"] == 20 and payload["train_config"] == TINY.to_dict()
+    assert set(payload["optimizers"]) == {"encoder", "full"}
+    assert set(payload["rng"]) >= {"torch", "numpy", "python"}
+    assert [r["step"] for r in _log(run)] == [3, 6, 9, 12, 15, 18, 20]
+    record = _log(run)[-1]
+    assert record["lr"] == pytest.approx(TINY.lr * 0.5**2) and record["dropout"] == 0.2
+    assert all(np.isfinite(r["ncut"]) and np.isfinite(r["recon"]) for r in _log(run))
+    sheets = sorted(p.name for p in (run / "samples").iterdir())
+    assert sheets == ["step_0000010.png", "step_0000020.png"]
+    with Image.open(run / "samples" / sheets[0]) as sheet:  # 4 rows of input | labels | reconstruction
+        assert sheet.size == (3 * 16 + 2 * 4, 4 * 16 + 3 * 4)
+    assert result.parameters > 0 and result.replica_difference == 0.0
+
+
+def test_algorithm1_updates_the_decoder_only_on_the_reconstruction_loss(tmp_path, data):
+    config = TrainConfig.from_dict({"iterations": 2, "recon_weight": 0.0, "sample_every": 0}, base=TINY)
+    torch.manual_seed(config.seed)
+    from training.model import WNet
+
+    initial = WNet(config.model).state_dict()
+    train(config, data, tmp_path / "run", device="cpu", threads=1)
+    trained = _weights(tmp_path / "run")
+    changed = {name for name in initial if not torch.equal(initial[name], trained[name])}
+    assert any(name.startswith("encoder.") for name in changed)
+    decoder_weights = [n for n in initial if n.startswith("decoder.") and n.endswith("weight")]
+    assert decoder_weights and not changed.intersection(decoder_weights)
+    assert all(r["recon"] is None for r in _log(tmp_path / "run"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data, monkeypatch):
+    import training.trainer as trainer
+
+    calls = {"n": 0}
+    real = trainer.reconstruction_loss
+
+    def poisoned(reconstruction, target):
+        calls["n"] += 1
+        loss = real(reconstruction, target)
+        return loss * float("nan") if calls["n"] == 6 else loss
+
+    monkeypatch.setattr(trainer, "reconstruction_loss", poisoned)
+    with pytest.raises(TrainingError, match="reconstruction loss became nan at step 6"):
+        train(TINY, data, tmp_path / "run", device="cpu", threads=1)
+    payload = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert payload["step"] == 4
+    assert all(torch.isfinite(t).all() for t in payload["model"].values() if t.is_floating_point())
+
+
+def test_ctrl_c_saves_at_a_step_boundary_and_the_run_resumes(tmp_path, data):
+    def interrupt_at_step_7(metrics):
+        if metrics["step"] == 7:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY, data, tmp_path / "run", device="cpu", threads=1, on_metrics=interrupt_at_step_7)
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["step"] == 7
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    result = train(TINY, data, tmp_path / "run", device="cpu", threads=1, resume=True)
+    assert (result.start_step, result.step) == (7, 20)
+
+
+def test_run_folder_guards(tmp_path, data):
+    with pytest.raises(InputError, match="nothing to resume"):
+        train(TINY, data, tmp_path / "run", device="cpu", resume=True)
+    train(TINY.from_dict({"iterations": 2}, base=TINY), data, tmp_path / "run", device="cpu", threads=1)
+    with pytest.raises(InputError, match="already holds a run"):
+        train(TINY, data, tmp_path / "run", device="cpu")
+    with pytest.raises(InputError, match="already at step 2"):
+        train(TINY.from_dict({"iterations": 2}, base=TINY), data, tmp_path / "run", device="cpu", resume=True)
+    with pytest.raises(ModelError, match="different model"):
+        train(TINY.from_dict({"k": 4}, base=TINY), data, tmp_path / "run", device="cpu", resume=True)
+    with pytest.raises(InputError, match="cannot resume with sgd"):
+        train(TINY.from_dict({"optimizer": "sgd"}, base=TINY), data, tmp_path / "run", device="cpu", resume=True)
+
+
+def _two_region_image(rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """Left and right halves of two random colours at least 80 grey levels apart, plus noise."""
+    left = rng.integers(0, 256, 3)
+    right = rng.integers(0, 256, 3)
+    while abs(left.mean() - right.mean()) < 80:
+        right = rng.integers(0, 256, 3)
+    image = np.empty((size, size, 3))
+    image[:, : size // 2], image[:, size // 2 :] = left, right
+    return np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+
+
+def test_a_short_run_separates_two_regions(tmp_path):
+    from training.checkpoint import load_checkpoint
+
+    folder = tmp_path / "two"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        Image.fromarray(_two_region_image(rng)).save(folder / f"{i}.png")
+    config = TrainConfig(
+        model=ModelConfig(k=2, base_width=8, depth=2, dropout=0.0), iterations=200, batch_size=8, size=32,
+        optimizer="adam", lr=0.01, min_crop_area=1.0, log_every=0, sample_every=0, checkpoint_every=0,
+    )
+    train(config, folder, tmp_path / "run", device="cpu", threads=1)
+    model = load_checkpoint(tmp_path / "run" / "last.pt")
+    held_out = np.stack([_two_region_image(np.random.default_rng(100 + i)) for i in range(8)])
+    with torch.no_grad():
+        labels = model.encode(torch.from_numpy(held_out).permute(0, 3, 1, 2).float()).argmax(dim=1).numpy()
+    separated, accuracies = 0, []
+    for image_labels in labels:
+        left, right = image_labels[:, :16], image_labels[:, 16:]
+        left_major, right_major = np.bincount(left.ravel(), minlength=2), np.bincount(right.ravel(), minlength=2)
+        if left_major.argmax() != right_major.argmax() and min(left_major.max(), right_major.max()) > 0.8 * left.size:
+            separated += 1
+        truth = np.zeros_like(image_labels)
+        truth[:, 16:] = 1
+        accuracy = (image_labels == truth).mean()
+        accuracies.append(max(accuracy, 1 - accuracy))  # the labels' names are arbitrary
+    assert separated >= 7, f"only {separated} of 8 held-out images have their halves separated"
+    assert np.mean(accuracies) > 0.9
+
+
+@pytest.mark.gpu
+def test_cuda_training_with_bf16_autocast_and_channels_last(tmp_path, data):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    config = TrainConfig.from_dict({"iterations": 3}, base=TINY)
+    result = train(config, data, tmp_path / "run", device="cuda")
+    assert result.device.startswith("cuda") and result.step == 3
+    assert np.isfinite(result.last["ncut"]) and np.isfinite(result.last["recon"])
+    payload = read_checkpoint(tmp_path / "run" / "last.pt")  # saved on the CPU, loadable anywhere
+    assert all(t.device.type == "cpu" for t in payload["model"].values())

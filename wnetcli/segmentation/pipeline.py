@@ -1,0 +1,351 @@
+"""The segmentation pipeline as a library: RGB array in, labels + ucm2 + probabilities out.
+
+:class:`Segmenter` runs the exported encoder (:mod:`wnetcli.segmentation.runtime`) and the
+paper's post-processing (:func:`wnetcli.segmentation.postprocess.postprocess`: CRF, boundary
+strength, hierarchy, one level of it). Inference and post-processing are separate methods
+(:meth:`Segmenter.predict`, :meth:`Segmenter.finish`) so that the folder runner can overlap
+them; :meth:`Segmenter.segment` does both for one image.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from wnetcli.errors import InputError, ModelError
+
+if TYPE_CHECKING:
+    from wnetcli.model_info import ModelInfo
+    from wnetcli.segmentation.postprocess import PostprocessOptions
+
+#: Where a later release ships a trained model; ``Segmenter(None, ...)`` uses it.
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How to run the model; the post-processing options are nested, not flattened.
+
+    Attributes:
+        device: ``"auto"`` (CUDA when it really works, else CPU), ``"cpu"`` or ``"cuda"``.
+        threads: onnxruntime intra-op threads; ``None`` uses every core.
+        batch_size: images per inference call. Only images of the same size share a batch
+            (no padding to a common size: see :meth:`Segmenter.predict`).
+        max_size: an image whose longer side exceeds this is segmented at that size (network
+            and post-processing), and the results are mapped back to the input's H x W
+            (:func:`upscale_labels`, :func:`upscale_ucm2`); this bounds the memory, which grows
+            with the pixel count. ``None``: never.
+        spinning: let onnxruntime's idle threads busy-wait for work (off: faster on a shared
+            machine and beside the post-processing processes; see
+            :class:`~wnetcli.segmentation.runtime.OnnxModel`).
+        postprocess: CRF / hierarchy / level options; ``None`` means the defaults of
+            :class:`~wnetcli.segmentation.postprocess.PostprocessOptions`.
+    """
+
+    device: str = "auto"
+    threads: int | None = None
+    batch_size: int = 1
+    max_size: int | None = 2048
+    spinning: bool = False
+    postprocess: PostprocessOptions | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.max_size is not None and self.max_size < 16:
+            raise InputError(f"max_size must be at least 16 pixels (or None), got {self.max_size}")
+
+
+@dataclass
+class SegmentationResult:
+    """Everything the pipeline computes for one image of size H x W.
+
+    Attributes:
+        labels: (H, W) int32, labels 1..n, one label per connected region.
+        ucm2: (2H+1, 2W+1) float32 in [0, 1], the ultrametric contour map of the hierarchy
+            (BSDS convention: pixels at odd coordinates, boundaries between them at even ones).
+        probs: (K, H, W) float32, the CRF-smoothed soft segmentation (sums to 1 over K).
+        timings: seconds per stage: ``"inference"`` plus the post-processing's
+            ``"crf"``, ``"boundaries"``, ``"hierarchy"``.
+    """
+
+    labels: np.ndarray
+    ucm2: np.ndarray
+    probs: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def regions(self) -> int:
+        """Number of regions in :attr:`labels`."""
+        return int(self.labels.max(initial=0))
+
+
+def check_rgb(rgb: np.ndarray) -> np.ndarray:
+    """Return ``rgb`` if it is an (H, W, 3) uint8 array, else raise :class:`InputError`."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        shape = getattr(rgb, "shape", None)
+        dtype = getattr(rgb, "dtype", type(rgb).__name__)
+        raise InputError(
+            f"expected an RGB image as an (H, W, 3) uint8 array, got shape {shape} dtype {dtype}"
+        )
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise InputError(f"image is empty (shape {rgb.shape})")
+    return rgb
+
+
+def inference_size(height: int, width: int, max_size: int | None) -> tuple[int, int]:
+    """The (height, width) the network sees: the input size, or scaled so the longer side is ``max_size``."""
+    longest = max(height, width)
+    if max_size is None or longest <= max_size:
+        return height, width
+    scale = max_size / longest
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W, 3) uint8 image to ``size`` = (height, width) (antialiased when shrinking)."""
+    if rgb.shape[:2] == size:
+        return rgb
+    image = Image.fromarray(rgb).resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return np.asarray(image)
+
+
+def resize_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinearly resize (K, h, w) float32 probabilities to (K, *size); sums over K stay 1."""
+    if probs.shape[1:] == size:
+        return probs
+    out = np.empty((probs.shape[0], *size), dtype=np.float32)
+    for k, channel in enumerate(probs):
+        image = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32))  # mode "F"
+        out[k] = np.asarray(image.resize((size[1], size[0]), Image.Resampling.BILINEAR))
+    return out
+
+
+def nearest_index(full: int, small: int) -> np.ndarray:
+    """For each of ``full`` pixels along an axis, the nearest of ``small`` pixels (centre-aligned).
+
+    Non-decreasing, and with ``small <= full`` consecutive entries differ by 0 or 1, which
+    :func:`upscale_ucm2` relies on.
+    """
+    return np.minimum(((np.arange(full) + 0.5) * small / full).astype(np.intp), small - 1)
+
+
+def upscale_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour upscaling of an (h, w) label map to ``size`` = (H, W); regions stay connected."""
+    rows = nearest_index(size[0], labels.shape[0])
+    cols = nearest_index(size[1], labels.shape[1])
+    return labels[rows[:, None], cols[None, :]]
+
+
+def upscale_ucm2(ucm2: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Map a (2h+1, 2w+1) ucm2 onto the (2H+1, 2W+1) grid of the label map :func:`upscale_labels` makes.
+
+    Two neighbouring full-size pixels that come from two neighbouring small pixels get the
+    small ucm2's value between those; pixels from the same small pixel get 0. Boundary
+    junctions (even, even) take the largest of their four edges. So a threshold of the result
+    gives exactly the upscaled regions of the same threshold of ``ucm2``.
+    """
+    height, width = size
+    small_h, small_w = (ucm2.shape[0] - 1) // 2, (ucm2.shape[1] - 1) // 2
+    rows, cols = nearest_index(height, small_h), nearest_index(width, small_w)
+    out = np.zeros((2 * height + 1, 2 * width + 1), dtype=np.float32)
+    # edge between (i, j) and (i, j+1) sits at [2i+1, 2j+2]; between (i, j) and (i+1, j) at [2i+2, 2j+1]
+    steps = cols[1:] != cols[:-1]
+    out[1::2, 2:-1:2] = np.where(steps[None, :], ucm2[2 * rows[:, None] + 1, 2 * cols[None, :-1] + 2], 0)
+    steps = rows[1:] != rows[:-1]
+    out[2:-1:2, 1::2] = np.where(steps[:, None], ucm2[2 * rows[:-1, None] + 2, 2 * cols[None, :] + 1], 0)
+    junctions = out[2:-1:2, 2:-1:2]
+    np.maximum.reduce(
+        [out[1:-2:2, 2:-1:2], out[3::2, 2:-1:2], out[2:-1:2, 1:-2:2], out[2:-1:2, 3::2]], out=junctions
+    )
+    return out
+
+
+def _import_postprocess():
+    # Imported when a Segmenter is built, not with this module, so that the library imports
+    # (and `wnet --help` runs) before scikit-image is loaded.
+    from wnetcli.segmentation import postprocess
+
+    return postprocess
+
+
+@dataclass(frozen=True)
+class Finisher:
+    """The post-processing half of the pipeline, separate from the model so that it can be
+    pickled to worker processes (:mod:`wnetcli.segmentation.batch` runs it in a process pool).
+
+    Attributes:
+        max_size: as :attr:`SegmentOptions.max_size`.
+        postprocess_options: :class:`~wnetcli.segmentation.postprocess.PostprocessOptions`.
+    """
+
+    max_size: int | None
+    postprocess_options: PostprocessOptions
+
+    def __call__(
+        self, rgb: np.ndarray, probs: np.ndarray, inference_seconds: float = 0.0
+    ) -> SegmentationResult:
+        """Post-process one image's probabilities (CRF, boundaries, hierarchy, level).
+
+        Parameters
+        ----------
+        rgb : ndarray, shape (H, W, 3), uint8
+        probs : ndarray, shape (K, h, w), float32
+            From :meth:`Segmenter.predict`: (h, w) is (H, W), or the reduced size of an image
+            over ``max_size``, in which case the post-processing runs on the reduced image too
+            and the results are mapped back to (H, W).
+        inference_seconds : float
+            Recorded as ``timings["inference"]``.
+        """
+        check_rgb(rgb)
+        size = rgb.shape[:2]
+        small = inference_size(*size, self.max_size)
+        if probs.shape[1:] not in (size, small):
+            raise InputError(
+                f"probs {probs.shape} match neither the image {rgb.shape} nor its inference size"
+            )
+        postprocess = _import_postprocess().postprocess
+        post = postprocess(resize_rgb(rgb, probs.shape[1:]), probs, self.postprocess_options)
+        timings = {"inference": inference_seconds, **post.timings}
+        if probs.shape[1:] == size:
+            return SegmentationResult(labels=post.labels, ucm2=post.ucm2, probs=post.probs, timings=timings)
+        return SegmentationResult(
+            labels=upscale_labels(post.labels, size),
+            ucm2=upscale_ucm2(post.ucm2, size),
+            probs=resize_probs(post.probs, size),
+            timings=timings,
+        )
+
+
+class Segmenter:
+    """Segment RGB images with an exported W-Net encoder and the paper's post-processing.
+
+    Parameters
+    ----------
+    model_path : Path or None
+        The ``.onnx`` file written by ``wnet export``; ``None`` for the shipped default model.
+    options : SegmentOptions
+
+    Raises
+    ------
+    ModelError
+        When the model is missing or not a wnet export.
+
+    Examples
+    --------
+    >>> seg = Segmenter(Path("wnet.onnx"), SegmentOptions(device="cpu"))  # doctest: +SKIP
+    >>> result = seg.segment(read_rgb("photo.jpg"))  # doctest: +SKIP
+    >>> result.labels.shape, result.ucm2.shape  # doctest: +SKIP
+    ((321, 481), (643, 963))
+    """
+
+    def __init__(self, model_path: Path | None, options: SegmentOptions | None = None) -> None:
+        from wnetcli.segmentation.runtime import OnnxModel
+
+        self.options = options or SegmentOptions()
+        if model_path is None:
+            if not DEFAULT_MODEL.is_file():
+                raise ModelError(
+                    "no default model is shipped yet: pass --model FILE.onnx "
+                    "(`wnet export` makes one from a training checkpoint)"
+                )
+            model_path = DEFAULT_MODEL
+        self.model = OnnxModel(
+            Path(model_path),
+            device=self.options.device,
+            threads=self.options.threads,
+            spinning=self.options.spinning,
+        )
+        postprocess_options = self.options.postprocess or _import_postprocess().PostprocessOptions()
+        self.finisher = Finisher(max_size=self.options.max_size, postprocess_options=postprocess_options)
+
+    @property
+    def postprocess_options(self) -> PostprocessOptions:
+        """The post-processing options in use (the defaults when none were given)."""
+        return self.finisher.postprocess_options
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model's metadata (K, padding multiple, training config)."""
+        return self.model.info
+
+    @property
+    def device(self) -> str:
+        """``"cuda"`` or ``"cpu"``: where inference really runs."""
+        return self.model.device
+
+    @property
+    def device_note(self) -> str:
+        """One quiet line when ``device="auto"`` fell back to the CPU, else ``""``."""
+        return self.model.choice.note
+
+    def predict(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+        """Run the network on several images, batching those of equal size.
+
+        Images of different sizes are not padded to a common size: on the CPU a batch was
+        never faster per image than batch 1 (see ``benchmarks/bench_segment.py``), so padding
+        pixels would be pure waste; equal sizes (the usual case in a data set) share a batch.
+
+        Parameters
+        ----------
+        images : sequence of ndarray, each (H_i, W_i, 3) uint8
+
+        Returns
+        -------
+        probs : list of ndarray, each (K, h_i, w_i) float32
+            Softmax probabilities at the inference size: the input's own size, or smaller for
+            an image over ``max_size`` (:meth:`finish` maps the results back).
+        seconds : list of float
+            Inference time charged to each image (its batch's time divided evenly).
+        """
+        images = [check_rgb(rgb) for rgb in images]
+        sizes = [inference_size(*rgb.shape[:2], self.options.max_size) for rgb in images]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, size in enumerate(sizes):
+            groups.setdefault(size, []).append(index)
+        probs: list[np.ndarray | None] = [None] * len(images)
+        seconds = [0.0] * len(images)
+        step = self.options.batch_size
+        for size, indices in groups.items():
+            for start in range(0, len(indices), step):
+                chunk = indices[start : start + step]
+                batch = np.stack([resize_rgb(images[i], size) for i in chunk])
+                began = time.perf_counter()
+                out = self.model.run(batch)
+                elapsed = time.perf_counter() - began
+                for i, p in zip(chunk, out, strict=True):
+                    probs[i] = p
+                    seconds[i] = elapsed / len(chunk)
+        return probs, seconds
+
+    def finish(
+        self, rgb: np.ndarray, probs: np.ndarray, inference_seconds: float = 0.0
+    ) -> SegmentationResult:
+        """Post-process one image's probabilities; see :class:`Finisher`."""
+        return self.finisher(rgb, probs, inference_seconds)
+
+    def segment_batch(self, images: Sequence[np.ndarray]) -> list[SegmentationResult]:
+        """Segment several (H, W, 3) uint8 images; see :meth:`segment`."""
+        probs, seconds = self.predict(images)
+        return [self.finish(rgb, p, s) for rgb, p, s in zip(images, probs, seconds, strict=True)]
+
+    def segment(self, rgb: np.ndarray) -> SegmentationResult:
+        """Segment one image.
+
+        Parameters
+        ----------
+        rgb : ndarray, shape (H, W, 3), uint8
+            RGB 0..255 (use :func:`wnetcli.images.read_rgb` for files).
+
+        Returns
+        -------
+        SegmentationResult
+            Labels (H, W) int32 from 1, ucm2 (2H+1, 2W+1) float32 in [0, 1], probs (K, H, W).
+        """
+        return self.segment_batch([rgb])[0]

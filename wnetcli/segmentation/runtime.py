@@ -1,0 +1,233 @@
+"""Running an exported W-Net encoder with onnxruntime (no torch).
+
+The ONNX file describes itself (:class:`wnetcli.model_info.ModelInfo`): K, the padding
+multiple and whether it takes float16. :class:`OnnxModel` reads that, picks the execution
+providers, pads every batch with reflection to the multiple the graph needs and crops the
+probabilities back.
+
+onnxruntime-gpu lists ``CUDAExecutionProvider`` as available even on machines without a GPU
+or without the CUDA libraries; a session asked for it then falls back to the CPU after
+logging an error. So the provider decision here is made from what the session really got
+(``get_providers()``), with the ORT logger raised to errors-only for the probe, and the
+decision logic itself (:func:`choose_providers`) is a pure function testable without a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wnetcli.errors import DependencyError, InputError, ModelError
+from wnetcli.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from wnetcli.ort_options import QUIET_SEVERITY, OrtSettings, onnx_session_options
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    """Which execution providers to ask onnxruntime for, and why.
+
+    Attributes:
+        providers: provider names in priority order.
+        device: ``"cuda"`` or ``"cpu"``: what the session is expected to run on.
+        note: one quiet line for the user when ``auto`` fell back to the CPU, else ``""``.
+    """
+
+    providers: tuple[str, ...]
+    device: str
+    note: str = ""
+
+
+def cuda_driver_present() -> bool:
+    """True when the CUDA driver library (``libcuda.so.1``) can be loaded.
+
+    A cheap first test: without the driver, asking onnxruntime for CUDA can only fail (noisily).
+    """
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in {"", "-1"}:
+        return False
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def choose_providers(
+    device: str, available: Sequence[str], cuda_usable: Callable[[], bool]
+) -> ProviderChoice:
+    """Decide the execution providers for ``device`` (pure logic; the probe is injected).
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda"}
+        What the user asked for.
+    available : sequence of str
+        ``onnxruntime.get_available_providers()``: what the installed build supports, not
+        what works on this machine.
+    cuda_usable : callable () -> bool
+        Probe called only when CUDA is a candidate; True when CUDA really works here.
+
+    Returns
+    -------
+    ProviderChoice
+
+    Raises
+    ------
+    InputError
+        For an unknown ``device``.
+    DependencyError
+        For ``device="cuda"`` when CUDA is not usable (one line saying why).
+    """
+    if device not in DEVICES:
+        raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return ProviderChoice((CPU,), "cpu")
+    if CUDA not in available:
+        if device == "cuda":
+            raise DependencyError(
+                "--device cuda: this onnxruntime has no CUDA support; install onnxruntime-gpu"
+            )
+        return ProviderChoice((CPU,), "cpu")
+    if cuda_usable():
+        return ProviderChoice((CUDA, CPU), "cuda")
+    if device == "cuda":
+        raise DependencyError(
+            "--device cuda: CUDA is not usable here (no GPU, driver or CUDA/cuDNN libraries); "
+            "use --device cpu"
+        )
+    return ProviderChoice((CPU,), "cpu", note="CUDA not usable on this machine; running on the CPU")
+
+
+def pad_batch(images: np.ndarray, multiple: int) -> np.ndarray:
+    """Pad (N, C, H, W) at the bottom and right to multiples of ``multiple``, by reflection.
+
+    ``numpy.pad(mode="reflect")`` (the edge is not repeated; where the pad is wider than the
+    image it reflects repeatedly), the same padding ``training.model.pad_to_multiple`` uses,
+    so that the exported graph sees exactly what the trained network saw.
+    """
+    height, width = images.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return images
+    # numpy cannot reflect a 1-pixel side; the reflection of one pixel is that pixel.
+    mode = "reflect" if min(height, width) > 1 else "edge"
+    return np.pad(images, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode=mode)
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - onnxruntime is a base dependency
+        raise DependencyError(f"onnxruntime is not installed ({exc}); pip install onnxruntime-gpu") from exc
+    return onnxruntime
+
+
+class OnnxModel:
+    """An exported encoder loaded into an onnxruntime session.
+
+    Parameters
+    ----------
+    path : Path
+        The ``.onnx`` file written by ``wnet export``.
+    device : {"auto", "cpu", "cuda"}
+        See :func:`choose_providers`.
+    threads : int, optional
+        Intra-op threads for the CPU provider; ``None`` or 0 lets onnxruntime use every core.
+    spinning : bool
+        Let onnxruntime's idle threads busy-wait for work (onnxruntime's own default). Off
+        (measured faster on a shared 2-core machine, see :mod:`wnetcli.ort_options`), they
+        sleep and leave the cores to the post-processing processes running at the same time.
+
+    Attributes
+    ----------
+    info : ModelInfo
+        The model's self-description (K, padding multiple, fp16).
+    choice : ProviderChoice
+        The providers asked for; :attr:`device` tells what the session really got.
+    """
+
+    def __init__(
+        self, path: Path, *, device: str = "auto", threads: int | None = None, spinning: bool = False
+    ) -> None:
+        ort = _import_onnxruntime()
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"model not found: {path}")
+        ort.set_default_logger_severity(QUIET_SEVERITY)
+        # The measured-fastest settings, shared with the export's verification and benchmarks
+        # (all graph optimisations, sequential execution, and no spinning unless asked).
+        options = onnx_session_options(threads or 0, OrtSettings(spinning=spinning))
+
+        sessions: dict[tuple[str, ...], object] = {}
+
+        def make_session(providers: tuple[str, ...]):
+            if providers not in sessions:
+                try:
+                    sessions[providers] = ort.InferenceSession(
+                        str(path), sess_options=options, providers=list(providers)
+                    )
+                except Exception as exc:  # onnxruntime raises its own untyped errors
+                    raise ModelError(f"cannot load model {path}: {exc}") from exc
+            return sessions[providers]
+
+        def cuda_usable() -> bool:
+            # The real probe: the session says which providers it actually got.
+            return cuda_driver_present() and make_session((CUDA, CPU)).get_providers()[0] == CUDA
+
+        self.choice = choose_providers(device, ort.get_available_providers(), cuda_usable)
+        self.session = make_session(self.choice.providers)
+        self.path = path
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.info = ModelInfo.from_metadata(dict(meta), source=str(path))
+        self._check_signature()
+        self._input_dtype = np.float16 if self.info.fp16 else np.float32
+
+    def _check_signature(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+            raise ModelError(
+                f"{self.path} must have input {INPUT_NAME!r} and output {OUTPUT_NAME!r}; "
+                f"it has inputs {sorted(inputs)} and outputs {sorted(outputs)}"
+            )
+        shape = inputs[INPUT_NAME].shape
+        if len(shape) != 4 or shape[1] not in (3, "3"):
+            raise ModelError(f"{self.path}: input {INPUT_NAME!r} must be (N, 3, H, W), got {shape}")
+
+    @property
+    def device(self) -> str:
+        """``"cuda"`` or ``"cpu"``: where the session really runs."""
+        return "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax probabilities for a batch of equally sized images.
+
+        Parameters
+        ----------
+        batch : ndarray, shape (N, H, W, 3), uint8
+            RGB images 0..255, all of the same size (any H, W: padded here and cropped).
+
+        Returns
+        -------
+        ndarray, shape (N, K, H, W), float32
+            Probabilities summing to 1 over K.
+        """
+        if batch.ndim != 4 or batch.shape[-1] != 3:
+            raise InputError(f"expected a batch of RGB images (N, H, W, 3), got shape {batch.shape}")
+        height, width = batch.shape[1:3]
+        nchw = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=self._input_dtype)
+        padded = np.ascontiguousarray(pad_batch(nchw, self.info.pad_multiple))
+        (probs,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: padded})
+        if probs.ndim != 4 or probs.shape[1] != self.info.k:
+            raise ModelError(
+                f"{self.path}: output {OUTPUT_NAME!r} has shape {probs.shape}, expected K={self.info.k}"
+            )
+        return np.ascontiguousarray(probs[:, :, :height, :width], dtype=np.float32)
