@@ -143,3 +143,12 @@ def test_tune_malloc_respects_the_users_own_setting():
     env = {"PATH": "/usr/bin:/bin", "MALLOC_MMAP_THRESHOLD_": "65536"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert proc.stdout.strip() == "False"
+
+
+def test_atomic_outputs_get_ordinary_permissions(tmp_path):
+    import os
+
+    atomic_write_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -77,6 +77,9 @@ def setup(device_request: str) -> DistributedContext:
 def teardown(context: DistributedContext) -> None:
     """Leave the process group (if this process joined one)."""
     if context.distributed and dist.is_initialized():
+        # Without a barrier, a rank that finishes first tears down gloo's pairs while the other
+        # is still in its last collective, and gloo aborts that process (seen once in ~10 runs).
+        dist.barrier()
         dist.destroy_process_group()
 
 
