@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # would make pip fetch a multi-GB CUDA build. Real users with a GPU install their own.
 TORCH_CPU := torch==2.13.0
 
-.PHONY: venv dev demo test test-slow lint bench clean
+.PHONY: venv dev demo test test-slow lint clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,6 @@ test-slow: dev
 lint: dev
 	$(PY) -m ruff check .
 
-bench: dev
-	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache examples/out
