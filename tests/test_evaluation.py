@@ -18,7 +18,7 @@ from wnetcli.evaluation import (
     read_prediction,
     thresholds_for,
 )
-from wnetcli.evaluation.boundary import BoundaryGroundTruth, _matching, boundary_scores, thin
+from wnetcli.evaluation.boundary import BoundaryGroundTruth, Matching, _matching, boundary_scores, thin
 from wnetcli.evaluation.regions import RegionGroundTruth
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -126,6 +126,24 @@ def test_matching_is_maximum_where_nearest_first_would_not_be():
     dist2 = np.array([0, 16, 16])
     mate = _matching(edge_m, edge_g, dist2, 2, 2)
     assert (mate >= 0).sum() == 2
+
+
+def test_warm_started_matchings_stay_maximum():
+    # A sequence of maps that lose and gain pixels, scored with and without the carried-over
+    # matchings: the matched human counts (maximum matchings) must agree exactly.
+    rng = np.random.default_rng(3)
+    human = [np.zeros((60, 60), dtype=bool) for _ in range(2)]
+    human[0][20, 5:55] = human[0][5:55, 30] = True
+    human[1][22, 5:55] = human[1][40, 10:50] = True
+    gt = BoundaryGroundTruth(human, max_dist=0.05)  # radius 4.2 px
+    noise = rng.random((60, 60))
+    maps = [thin(noise < p) for p in (0.5, 0.4, 0.3, 0.3, 0.2, 0.25, 0.1)]
+    warm = Matching()
+    for bmap in maps:
+        cold = gt.match(bmap)
+        again = gt.match(bmap, warm)
+        assert again[:2] == cold[:2] and again[3] == cold[3]
+        assert abs(again[2] - cold[2]) <= 0.01 * max(1, cold[3])
 
 
 def test_match_counts_on_a_shifted_line():

@@ -95,12 +95,17 @@ def test_threshold_for_regions_gives_that_many_regions():
         threshold_for_regions(hierarchy.levels, 0)
 
 
-def brute_force_merging(lo, hi, sums, counts, areas, size_scale):
+def brute_force_merging(lo, hi, sums, counts, areas, size_scale, descriptors=None, weight=0.0):
     """Greedy merging recomputed from scratch at every step: the reference for merge_regions."""
     group = list(range(len(areas)))
     levels, level = [], 0.0
     while len(set(group)) > 1:
         size = {g: sum(a for a, h in zip(areas, group, strict=True) if h == g) for g in set(group)}
+        mean = {}
+        if weight:
+            for g in set(group):
+                members = [r for r, h in enumerate(group) if h == g]
+                mean[g] = descriptors[members].sum(axis=0) / size[g]
         borders: dict[tuple[int, int], list[float]] = {}
         for a, b, s, c in zip(lo, hi, sums, counts, strict=True):
             ga, gb = sorted((group[a], group[b]))
@@ -109,10 +114,13 @@ def brute_force_merging(lo, hi, sums, counts, areas, size_scale):
                 acc[0] += s
                 acc[1] += c
 
-        def cost(item, size=size):
+        def cost(item, size=size, mean=mean):
             (ga, gb), (s, c) = item
             factor = 1 - np.exp(-min(size[ga], size[gb]) / size_scale) if size_scale else 1.0
-            return s / c * factor
+            value = s / c
+            if weight:
+                value = (1 - weight) * value + weight * 0.5 * np.abs(mean[ga] - mean[gb]).sum()
+            return value * factor
 
         best = min(borders.items(), key=cost)
         level = max(level, cost(best))
@@ -122,8 +130,8 @@ def brute_force_merging(lo, hi, sums, counts, areas, size_scale):
     return np.array(levels, dtype=np.float32)
 
 
-@pytest.mark.parametrize("size_scale", [0.0, 4.0])
-def test_merge_regions_matches_a_brute_force_greedy_merge(size_scale):
+@pytest.mark.parametrize(("size_scale", "weight"), [(0.0, 0.0), (4.0, 0.0), (0.0, 0.6), (4.0, 0.3)])
+def test_merge_regions_matches_a_brute_force_greedy_merge(size_scale, weight):
     rng = np.random.default_rng(5)
     superpixels = label(rng.integers(0, 3, (12, 12)), connectivity=1, background=-1)
     n = int(superpixels.max())
@@ -136,9 +144,11 @@ def test_merge_regions_matches_a_brute_force_greedy_merge(size_scale):
     lo, hi = (np.array(v) for v in zip(*sorted(pairs), strict=True))
     counts = rng.integers(1, 6, lo.size)
     sums = rng.random(lo.size) * counts
-    edge_levels, levels = merge_regions(lo, hi, sums, counts, areas, size_scale)
+    # Region descriptor sums: a random probability vector per pixel, summed over the region.
+    descriptors = rng.dirichlet(np.ones(3), size=n) * areas[:, None]
+    edge_levels, levels = merge_regions(lo, hi, sums, counts, areas, size_scale, descriptors, weight)
     assert levels.size == n - 1
-    expected = brute_force_merging(lo, hi, sums, counts, areas, size_scale)
+    expected = brute_force_merging(lo, hi, sums, counts, areas, size_scale, descriptors, weight)
     np.testing.assert_allclose(levels, expected, rtol=1e-6)
     assert edge_levels.min() >= levels.min() and edge_levels.max() == levels.max()
 

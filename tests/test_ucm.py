@@ -7,7 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wnetcli.ucm import check_ucm2, labels_to_ucm2, seg_to_boundary, ucm2_to_boundary, ucm2_to_labels
+from wnetcli.ucm import (
+    check_ucm2,
+    labels_to_ucm2,
+    nested_levels,
+    seg_to_boundary,
+    ucm2_to_boundary,
+    ucm2_to_labels,
+)
 
 BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bsds500-bench"
 
@@ -102,3 +109,26 @@ def test_labels_to_ucm2_checks_its_levels():
         labels_to_ucm2([four_squares(), four_squares()], heights=[0.5, 0.2])
     with pytest.raises(ValueError, match="shape"):
         labels_to_ucm2([four_squares(8), four_squares(6)])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nested_levels_give_the_cuts_of_ucm2_to_labels(seed):
+    rng = np.random.default_rng(seed)
+    height, width = rng.integers(2, 14, 2)
+    # Not an ultrametric: arbitrary edge and junction values, so that 8-connections through
+    # junctions and frame cells matter.
+    ucm2 = rng.random((2 * height + 1, 2 * width + 1)) ** 2
+    ucm2[1::2, 1::2] = 0
+    thresholds = np.linspace(0.01, 0.99, 25)
+    base, groups = nested_levels(ucm2, thresholds)
+    current = None
+    for t, group in zip(thresholds, groups, strict=True):
+        current = group if group is not None else current
+        assert same_partition(current[base], ucm2_to_labels(ucm2, t))
+    assert groups[0] is not None and base.min() == 0
+
+
+def test_nested_levels_refuse_a_ucm2_with_raised_pixels():
+    ucm2 = np.zeros((5, 5))
+    ucm2[1, 1] = 0.5
+    assert nested_levels(ucm2, [0.1, 0.6]) is None

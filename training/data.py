@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -240,7 +240,23 @@ def iterate_batches(
     yield from loader
 
 
-def load_training_images(path: str | os.PathLike[str], config: TrainConfig, warn: Warn | None = None) -> TrainingImages:
-    """Find the images under ``path`` and decode them into memory if there are at most ``config.cache_limit``."""
-    paths = find_training_images(path)
+def load_training_images(
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], config: TrainConfig, warn: Warn | None = None
+) -> TrainingImages:
+    """Find the images under ``data`` (one folder or several) and decode them into memory if there
+    are at most ``config.cache_limit``.
+
+    Each folder is searched as :func:`find_training_images` does (and must hold images); a file
+    reached through two of the folders is used once.
+    """
+    folders = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    if not folders:
+        raise DataError("no training data folder given")
+    paths = list(dict.fromkeys(path.resolve() for folder in folders for path in find_training_images(folder)))
     return TrainingImages(paths, max_side=config.max_side, in_memory=len(paths) <= config.cache_limit, warn=warn)
+
+
+def describe_data(data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> str:
+    """The training data as recorded in checkpoints and ONNX metadata: the folders, comma-separated."""
+    folders = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    return ", ".join(str(folder) for folder in folders)

@@ -26,7 +26,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from torch import nn
 from training import distributed
 from training.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from training.config import ModelConfig, TrainConfig
-from training.data import Warn, center_crop, iterate_batches, load_training_images
+from training.data import Warn, center_crop, describe_data, iterate_batches, load_training_images
 from training.losses import reconstruction_loss, soft_ncut_loss
 from training.model import WNet, count_parameters
 from training.samples import write_sample_sheet
@@ -91,10 +91,11 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 class Algorithm1(nn.Module):
     """The two losses of one W-Net step as one module, so that DistributedDataParallel can wrap it.
 
-    ``forward(images, "ncut")`` runs the encoder only and returns the weighted soft N-cut loss;
-    ``forward(images, "recon")`` runs the whole W-Net and returns the weighted reconstruction
-    loss. Images are (N, 3, H, W) float RGB on 0..255. With ``amp`` the network runs under
-    bfloat16 autocast; both losses are computed in float32.
+    ``forward(images, "ncut")`` runs the encoder only and returns the soft N-cut loss;
+    ``forward(images, "recon")`` runs the whole W-Net and returns the reconstruction loss
+    (unweighted: :func:`algorithm1_step` applies the weights to the learning rates). Images are
+    (N, 3, H, W) float RGB on 0..255. With ``amp`` the network runs under bfloat16 autocast;
+    both losses are computed in float32.
     """
 
     def __init__(self, wnet: WNet, config: TrainConfig, *, amp: bool) -> None:
@@ -111,10 +112,10 @@ class Algorithm1(nn.Module):
                 loss = soft_ncut_loss(
                     probs, images, radius=config.ncut_radius, sigma_i=config.ncut_sigma_i, sigma_x=config.ncut_sigma_x
                 )
-                return loss * config.ncut_weight
+                return loss
             if phase == "recon":
                 _, reconstruction = self.wnet(images)
-                return reconstruction_loss(reconstruction, WNet.normalize(images)) * config.recon_weight
+                return reconstruction_loss(reconstruction, WNet.normalize(images))
         raise ValueError(f"unknown phase {phase!r}")
 
 
@@ -214,7 +215,7 @@ def _start_state(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[WNet
 
 def train(
     config: TrainConfig,
-    data: str | os.PathLike[str],
+    data: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     run_dir: str | os.PathLike[str],
     *,
     resume: bool = False,
@@ -232,9 +233,9 @@ def train(
     ----------
     config : TrainConfig
         The resolved configuration; written to ``run_dir/config.json``.
-    data : path
+    data : path or sequence of paths
         A folder of images (searched recursively) or a VOC tree (see
-        :func:`training.data.resolve_image_root`).
+        :func:`training.data.resolve_image_root`), or several of them, used together.
     run_dir : path
         Output folder; must not hold a checkpoint unless ``resume``.
     resume : bool
@@ -335,7 +336,7 @@ def _train(config, data, run_dir, context, resume, threads, stop_after, progress
     def save(step: int) -> None:
         if context.is_main:
             save_checkpoint(
-                checkpoint_path, model, step=step, train_config=config.to_dict(), data=str(data),
+                checkpoint_path, model, step=step, train_config=config.to_dict(), data=describe_data(data),
                 optimizers={"encoder": encoder_optimizer.state_dict(), "full": full_optimizer.state_dict()},
                 rng=_rng_state(),
             )
@@ -398,10 +399,13 @@ def algorithm1_step(
     """One minibatch of Algorithm 1: an encoder update on the N-cut loss, then a W-Net update on reconstruction.
 
     ``step_module`` is an :class:`Algorithm1` (possibly DDP-wrapped); ``batch`` (N, 3, H, W) float
-    RGB 0..255 on its device. Both updates use ``config.lr_at(step)``; a phase whose weight is 0 is
-    skipped (its loss reported as None). Returns the unweighted losses ``{"ncut", "recon"}``,
-    averaged over processes. Raises :class:`TrainingError` before the update whose loss is not
-    finite, so that no NaN reaches the weights.
+    RGB 0..255 on its device. The N-cut update uses ``config.lr_at(step) * config.ncut_weight``,
+    the reconstruction update ``config.lr_at(step) * config.recon_weight``: the weights scale
+    the learning rates rather than the losses, because Adam divides every gradient by its own
+    running magnitude, so a constant factor on a loss would change nothing (for SGD the two are
+    the same thing). A phase whose weight is 0 is skipped (its loss reported as None). Returns the
+    losses ``{"ncut", "recon"}``, averaged over processes. Raises :class:`TrainingError` before
+    the update whose loss is not finite, so that no NaN reaches the weights.
     """
     lr = config.lr_at(step)
     losses: dict[str, float | None] = {}
@@ -411,10 +415,10 @@ def algorithm1_step(
             losses[phase] = None
             continue
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * weight
         optimizer.zero_grad(set_to_none=True)
         loss = step_module(batch, phase)
-        value = float(distributed.mean_across(loss.detach(), context)) / weight
+        value = float(distributed.mean_across(loss.detach(), context))
         _check_finite(value, "soft N-cut" if phase == "ncut" else "reconstruction", step)
         loss.backward()
         optimizer.step()

@@ -23,6 +23,7 @@ from scipy import ndimage as ndi
 
 __all__ = [
     "check_ucm2",
+    "nested_levels",
     "labels_to_ucm2",
     "seg_to_boundary",
     "ucm2_to_boundary",
@@ -82,6 +83,70 @@ def ucm2_to_labels(ucm2: np.ndarray, threshold: float) -> np.ndarray:
     ucm2 = check_ucm2(ucm2)
     components, _ = ndi.label(ucm2 <= threshold, structure=_EIGHT)
     return _relabel_consecutive(components[1::2, 1::2].astype(np.int32, copy=False))
+
+
+def nested_levels(ucm2: np.ndarray, thresholds: Sequence[float]) -> tuple[np.ndarray, list[np.ndarray | None]] | None:
+    """All the cuts :func:`ucm2_to_labels` gives at ``thresholds``, as merges of the first one.
+
+    ``ucm2 <= t`` only grows with ``t``, so its components only merge. When every pixel
+    position of ``ucm2`` is at most the first threshold (true of any well-formed ucm2, whose
+    pixels are 0), two 4-adjacent pixels are connected at level ``t`` exactly when the edge
+    between them or one of the two junctions at its ends is ``<= t``, and two diagonal pixels
+    when the junction between them is (every other 8-path on the doubled grid passes through
+    such a cell next to a pixel). So one labelling at the first threshold and one small graph
+    of links between its regions give every level.
+
+    Parameters
+    ----------
+    ucm2 : (2H+1, 2W+1) float ndarray
+    thresholds : increasing sequence of float
+
+    Returns
+    -------
+    (base, groups) or None
+        ``base``: (H, W) int64 labels 0..n-1 of the cut at ``thresholds[0]``; ``groups``: per
+        threshold, the region (0..m-1) of each base region, ``None`` where the partition equals
+        the previous threshold's. ``None`` when a pixel position exceeds ``thresholds[0]`` (use
+        :func:`ucm2_to_labels` per threshold then).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ucm2 = check_ucm2(ucm2)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if thresholds.size == 0 or ucm2[1::2, 1::2].max() > thresholds[0]:
+        return None
+    components, _ = ndi.label(ucm2 <= thresholds[0], structure=_EIGHT)
+    base = components[1::2, 1::2].astype(np.int64) - 1
+    n = int(base.max()) + 1
+    edge_h, edge_v, junction = ucm2[1::2, 2:-1:2], ucm2[2:-1:2, 1::2], ucm2[::2, ::2]
+    # (region a, region b, level) of every link between neighbouring pixels.
+    links = [
+        (base[:, :-1], base[:, 1:], np.minimum(edge_h, np.minimum(junction[:-1, 1:-1], junction[1:, 1:-1]))),
+        (base[:-1, :], base[1:, :], np.minimum(edge_v, np.minimum(junction[1:-1, :-1], junction[1:-1, 1:]))),
+        (base[:-1, :-1], base[1:, 1:], junction[1:-1, 1:-1]),
+        (base[:-1, 1:], base[1:, :-1], junction[1:-1, 1:-1]),
+    ]
+    lo, hi, level = (np.concatenate([part[k][part[0] != part[1]] for part in links]) for k in range(3))
+    keys = np.minimum(lo, hi) * n + np.maximum(lo, hi)
+    order = np.lexsort((level, keys))
+    keys, level = keys[order], level[order]
+    first = np.ones(keys.size, dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    keys, level = keys[first], level[first]  # each pair of regions at its lowest link
+    order = np.argsort(level, kind="stable")
+    keys, level = keys[order], level[order]
+    active = np.searchsorted(level, thresholds, side="right")
+    groups: list[np.ndarray | None] = []
+    previous = -1
+    for count in active:
+        if count == previous:
+            groups.append(None)
+            continue
+        graph = coo_matrix((np.ones(count), (keys[:count] // n, keys[:count] % n)), shape=(n, n))
+        groups.append(connected_components(graph, directed=False)[1].astype(np.int64))
+        previous = count
+    return base, groups
 
 
 def ucm2_to_boundary(ucm2: np.ndarray) -> np.ndarray:

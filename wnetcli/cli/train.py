@@ -17,7 +17,9 @@ def _fmt(value: float | None) -> str:
 
 @command("train")
 def train(
-    data: Path = typer.Option(..., "--data", help="Folder of images (searched recursively) or a VOC tree."),
+    data: list[Path] = typer.Option(
+        ..., "--data", help="Folder of images (searched recursively) or a VOC tree; repeat to use several."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: config.json, last.pt, log.jsonl, samples/."),
     preset: str = typer.Option("small", "--preset", help="paper (224 px, batch 10, full width) or small (CPU)."),
     config_file: Path | None = typer.Option(None, "--config", help="JSON or TOML file of settings (over the preset)."),
@@ -27,9 +29,16 @@ def train(
     k: int | None = typer.Option(None, "--k", min=2, help="Number of classes K."),
     lr: float | None = typer.Option(None, "--lr", min=0.0, help="Initial learning rate."),
     optimizer: str | None = typer.Option(None, "--optimizer", help="sgd or adam."),
-    ncut_weight: float | None = typer.Option(None, "--ncut-weight", min=0.0, help="Weight of the soft N-cut loss."),
+    width: int | None = typer.Option(None, "--width", min=1, help="Base width (channels of the first module)."),
+    max_side: int | None = typer.Option(
+        None, "--max-side", min=0, help="Downscale images so their shorter side is at most this (0: never)."
+    ),
+    ncut_weight: float | None = typer.Option(
+        None, "--ncut-weight", min=0.0, help="Learning-rate factor of the soft N-cut update."
+    ),
     recon_weight: float | None = typer.Option(
-        None, "--recon-weight", min=0.0, help="Weight of the reconstruction loss (raise it if N-cut takes over)."
+        None, "--recon-weight", min=0.0,
+        help="Learning-rate factor of the reconstruction update (raise it if N-cut takes over).",
     ),
     seed: int | None = typer.Option(None, "--seed", min=0, help="Seed of the weights, data and dropout."),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=0, help="Save last.pt every N steps."),
@@ -66,7 +75,8 @@ def train(
     from training.trainer import train as train_wnet
 
     overrides = {
-        "iterations": iterations, "batch_size": batch_size, "size": size, "k": k, "lr": lr, "optimizer": optimizer,
+        "iterations": iterations, "batch_size": batch_size, "size": size, "k": k, "base_width": width,
+        "max_side": max_side, "lr": lr, "optimizer": optimizer,
         "ncut_weight": ncut_weight, "recon_weight": recon_weight, "seed": seed, "checkpoint_every": checkpoint_every,
         "sample_every": sample_every, "workers": workers,
     }

@@ -21,8 +21,15 @@ from wnetcli.evaluation.boundary import (
 )
 from wnetcli.evaluation.dataset import BsdsImage, load_ground_truth
 from wnetcli.evaluation.inputs import Method, Prediction
-from wnetcli.evaluation.regions import RegionCounts, RegionGroundTruth, RegionScores, region_counts, region_scores
-from wnetcli.ucm import seg_to_boundary, ucm2_to_boundary, ucm2_to_labels
+from wnetcli.evaluation.regions import (
+    RegionCounts,
+    RegionGroundTruth,
+    RegionScores,
+    nested_region_counts,
+    region_counts,
+    region_scores,
+)
+from wnetcli.ucm import nested_levels, seg_to_boundary, ucm2_to_boundary, ucm2_to_labels
 
 __all__ = ["EvaluationOptions", "EvaluationResult", "ImageResult", "evaluate", "evaluate_image", "thresholds_for"]
 
@@ -198,7 +205,12 @@ def evaluate_image(image: BsdsImage, method: Method, options: EvaluationOptions)
     regions = None
     if options.regions and prediction.kind != "soft":
         start = time.process_time()
-        regions = region_counts(_region_levels(prediction, thresholds), RegionGroundTruth(gt.segmentations))
+        rgt = RegionGroundTruth(gt.segmentations)
+        nested = nested_levels(prediction.data, thresholds) if prediction.kind == "ucm2" else None
+        if nested is not None:
+            regions = nested_region_counts(*nested, rgt)
+        else:
+            regions = region_counts(_region_levels(prediction, thresholds), rgt)
         timings["regions"] = time.process_time() - start
     return ImageResult(image.id, prediction.kind, thresholds.size, bdry, regions, distinct, timings)
 

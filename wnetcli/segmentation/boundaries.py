@@ -46,9 +46,17 @@ class BoundaryOptions:
     colour_sigmas: tuple[float, ...] = (1.0, 2.0, 4.0)
     colour_contrast: float = 40.0
     wnet_sigma: float = 1.0
+    histogram_weight: float = 0.0
+    wnet_histogram_weight: float = 0.0
+    histogram_sigmas: tuple[float, ...] = (4.0, 8.0)
+    histogram_bins: int = 12
+    histogram_power: float = 0.5
+    histogram_eps: float = 0.02
+    histogram_channels: tuple[float, ...] = (1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
-        if self.wnet_weight < 0 or self.colour_weight < 0 or self.wnet_weight + self.colour_weight <= 0:
+        weights = (self.wnet_weight, self.colour_weight, self.histogram_weight, self.wnet_histogram_weight)
+        if min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(
                 f"wnet_weight and colour_weight must be >= 0 and not both 0, "
                 f"got {self.wnet_weight} and {self.colour_weight}"
@@ -153,8 +161,86 @@ def boundary_strength(
         parts.append(
             (options.colour_weight, colour_gradient(lab, options.colour_sigmas, options.colour_contrast))
         )
+    if options.histogram_weight > 0:
+        parts.append((options.histogram_weight, lab_histogram_gradient(lab, options)))
+    if probs is not None and options.wnet_histogram_weight > 0:
+        cue = multiscale_histogram_gradient(np.asarray(probs, dtype=np.float32), options)
+        parts.append((options.wnet_histogram_weight, cue))
     if not parts:
         raise ValueError("no boundary cue left: probs is None and colour_weight is 0")
     total = sum(weight for weight, _ in parts)
     combined = sum(weight * cue for weight, cue in parts) / total
     return combined.astype(np.float32, copy=False)
+
+
+def soft_bins(values: np.ndarray, n_bins: int, low: float, high: float) -> np.ndarray:
+    """Triangular soft assignment of (H, W) values to ``n_bins`` centres evenly spread over [low, high].
+
+    Returns (n_bins, H, W) float32 weights summing to 1 at every pixel.
+    """
+    position = (np.clip(values, low, high) - low) * np.float32((n_bins - 1) / (high - low))
+    out = np.empty((n_bins, *values.shape), dtype=np.float32)
+    for b in range(n_bins):
+        np.maximum(0.0, 1.0 - np.abs(position - b), out=out[b])
+    return out
+
+
+def histogram_gradient(channels: np.ndarray, sigma: float, eps: float = 0.02) -> np.ndarray:
+    """Oriented chi-squared difference of local histograms, maximised over orientation.
+
+    ``channels`` (B, H, W) are per-pixel histograms (non-negative, summing to 1 over B). Around
+    each pixel the two halves of a Gaussian window (split by a line of orientation theta) have
+    histograms g and h; with ``S = G * c`` and ``D = sigma sqrt(2 pi) d/dn (G * c)`` (the
+    derivative across the line, which for a step between two histograms equals g - h),
+    ``chi2(theta) = sum_b D_b^2 / (4 S_b)``. Since ``D`` is linear in (cos theta, sin theta),
+    chi2 is a quadratic form in them, and its maximum over theta is the larger eigenvalue of a
+    2 x 2 matrix: no loop over orientations.
+
+    Returns (H, W) float32 in [0, 1] (1 across a step between disjoint histograms).
+    """
+    smooth = ndi.gaussian_filter(channels, (0, sigma, sigma), mode="nearest", truncate=2.5)
+    dy = np.gradient(smooth, axis=1) if smooth.shape[1] > 1 else np.zeros_like(smooth)
+    dx = np.gradient(smooth, axis=2) if smooth.shape[2] > 1 else np.zeros_like(smooth)
+    weight = np.float32((sigma * np.sqrt(2 * np.pi)) ** 2 / 4) / (smooth + np.float32(eps))
+    a = np.einsum("bij,bij,bij->ij", dx, dx, weight)
+    b = np.einsum("bij,bij,bij->ij", dx, dy, weight)
+    c = np.einsum("bij,bij,bij->ij", dy, dy, weight)
+    largest = 0.5 * (a + c) + np.sqrt(0.25 * (a - c) ** 2 + b * b)
+    return np.clip(largest, 0.0, 1.0).astype(np.float32)
+
+
+def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    from wnetcli.segmentation.crf import block_mean
+
+    return block_mean(image, factor)
+
+
+def multiscale_histogram_gradient(channels: np.ndarray, options: BoundaryOptions) -> np.ndarray:
+    """Mean over ``options.histogram_sigmas`` of :func:`histogram_gradient` ** power, on (H, W).
+
+    A scale sigma >= 2 is computed on a grid ``factor = floor(sigma / 2)`` times coarser (capped at
+    4) and upsampled bilinearly: the smoothing removes what the coarse grid loses.
+    """
+    from wnetcli.segmentation.crf import upsample_linear
+
+    height, width = channels.shape[1:]
+    total = np.zeros((height, width), dtype=np.float32)
+    for sigma in options.histogram_sigmas:
+        factor = int(min(4, max(1, sigma // 2)))
+        small = _block_mean(channels, factor) if factor > 1 else channels
+        grad = histogram_gradient(small, sigma / factor, options.histogram_eps)
+        if factor > 1:
+            grad = upsample_linear(grad, (height, width), factor)
+        total += grad ** np.float32(options.histogram_power)
+    return total / len(options.histogram_sigmas)
+
+
+def lab_histogram_gradient(lab: np.ndarray, options: BoundaryOptions) -> np.ndarray:
+    """Brightness and colour histogram gradients (L in 0..100, a and b in -60..60), weighted mean."""
+    ranges = ((0.0, 100.0), (-60.0, 60.0), (-60.0, 60.0))
+    total = np.zeros(lab.shape[:2], dtype=np.float32)
+    for channel, ((low, high), weight) in enumerate(zip(ranges, options.histogram_channels, strict=True)):
+        if weight > 0:
+            bins = soft_bins(lab[..., channel], options.histogram_bins, low, high)
+            total += weight * multiscale_histogram_gradient(bins, options)
+    return total / max(sum(options.histogram_channels), 1e-9)

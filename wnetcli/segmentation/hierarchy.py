@@ -82,6 +82,7 @@ class SuperpixelOptions:
     sigma: float = 1.0
     window: int = 7
     size_prior: float = 0.0
+    descriptor_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.quantisation < 2:
@@ -90,6 +91,8 @@ class SuperpixelOptions:
             raise ValueError(f"sigma must be >= 0, got {self.sigma}")
         if self.size_prior < 0:
             raise ValueError(f"size_prior must be >= 0, got {self.size_prior}")
+        if not 0.0 <= self.descriptor_weight <= 1.0:
+            raise ValueError(f"descriptor_weight must be in [0, 1], got {self.descriptor_weight}")
         if self.window < 1:
             raise ValueError(f"window must be at least 1, got {self.window}")
 
@@ -162,12 +165,17 @@ def merge_regions(
     counts: np.ndarray,
     areas: np.ndarray,
     size_scale: float = 0.0,
+    descriptors: np.ndarray | None = None,
+    descriptor_weight: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy merging of a region adjacency graph by mean border strength.
+    """Greedy merging of a region adjacency graph by mean border strength and region likeness.
 
-    The cost of merging regions A and B is the mean strength along their border, times
-    ``1 - exp(-min(|A|, |B|) / size_scale)`` when ``size_scale > 0``: a region much smaller
-    than ``size_scale`` pixels (texture, noise) merges early even behind a contrasted border.
+    The cost of merging regions A and B is ``(1 - w) * border + w * unlike``, where ``border``
+    is the mean strength along their border, ``unlike`` half the L1 distance between the mean
+    descriptors of A and B (the total-variation distance when descriptors are probability
+    vectors) and ``w = descriptor_weight``; times ``1 - exp(-min(|A|, |B|) / size_scale)`` when
+    ``size_scale > 0``: a region much smaller than ``size_scale`` pixels (texture, noise)
+    merges early even behind a contrasted border.
 
     Parameters
     ----------
@@ -179,6 +187,12 @@ def merge_regions(
         Region sizes in pixels.
     size_scale : float
         Size (pixels) below which the size term lowers the cost; 0: no size term.
+    descriptors : (n, D) float ndarray, optional
+        Per-region sums over its pixels of a per-pixel descriptor whose half-L1 distances lie
+        in [0, 1] (soft-segmentation probabilities, say); a region's mean is its sum over its
+        area. Needed when ``descriptor_weight > 0``.
+    descriptor_weight : float
+        ``w`` above, in [0, 1].
 
     Returns
     -------
@@ -190,12 +204,22 @@ def merge_regions(
     """
     areas = [float(a) for a in areas]
     by_size = size_scale > 0
+    likeness = descriptor_weight > 0
+    if likeness:
+        if descriptors is None or len(descriptors) != len(areas):
+            raise ValueError("descriptor_weight > 0 needs one descriptor sum per region")
+        # Row r holds region r's descriptor sum; merged regions add rows.
+        totals = np.array(descriptors, dtype=np.float64)
+    border_share = 1.0 - descriptor_weight
 
     def cost(record: list, a: int, b: int) -> float:
-        mean = record[0] / record[1]
+        value = record[0] / record[1]
+        if likeness:
+            unlike = 0.5 * float(np.abs(totals[a] / areas[a] - totals[b] / areas[b]).sum())
+            value = border_share * value + descriptor_weight * unlike
         if by_size:
-            mean *= 1.0 - math.exp(-min(areas[a], areas[b]) / size_scale)
-        return mean
+            value *= 1.0 - math.exp(-min(areas[a], areas[b]) / size_scale)
+        return value
 
     edge_levels = np.ones(lo.size, dtype=np.float32)
     # neighbours[r][s] = [sum, count, edge ids, stamp]: one record shared by both directions.
@@ -223,6 +247,8 @@ def merge_regions(
             a, b, na, nb = b, a, nb, na
         grown_from = areas[a]
         areas[a] += areas[b]
+        if likeness:
+            totals[a] += totals[b]
         changed = []
         for c, record in nb.items():
             nc = neighbours[c]
@@ -242,7 +268,9 @@ def merge_regions(
                 mine[2] = longer
             changed.append(c)
         neighbours[b] = None
-        if by_size:
+        if likeness:
+            changed = list(na)  # the merged region's mean descriptor moved: every cost around it
+        elif by_size:
             # The size term changed for the neighbours that were larger than the old region.
             changed.extend(c for c in na if areas[c] > grown_from)
         for c in set(changed):
@@ -282,7 +310,9 @@ def edges_to_ucm2(right: np.ndarray, down: np.ndarray) -> np.ndarray:
     return ucm2
 
 
-def build_hierarchy(strength: np.ndarray, options: SuperpixelOptions | None = None) -> Hierarchy:
+def build_hierarchy(
+    strength: np.ndarray, options: SuperpixelOptions | None = None, descriptors: np.ndarray | None = None
+) -> Hierarchy:
     """Superpixels, greedy merging and the ucm2 of a boundary map.
 
     Parameters
@@ -291,6 +321,9 @@ def build_hierarchy(strength: np.ndarray, options: SuperpixelOptions | None = No
         Boundary map (:func:`wnetcli.segmentation.boundaries.boundary_strength`).
     options : SuperpixelOptions, optional
         How the superpixels are made.
+    descriptors : (D, H, W) float ndarray, optional
+        Per-pixel descriptors (the soft segmentation, say) for the region-likeness term of the
+        merge cost (:func:`merge_regions`); used when ``options.descriptor_weight > 0``.
 
     Returns
     -------
@@ -309,7 +342,14 @@ def build_hierarchy(strength: np.ndarray, options: SuperpixelOptions | None = No
     lo, hi, sums, counts, right_ids, down_ids = _pixel_borders(superpixels, strength)
     areas = np.bincount(superpixels.ravel(), minlength=n + 1)[1:]
     size_scale = options.size_prior * strength.size
-    edge_levels, merge_levels = merge_regions(lo, hi, sums, counts, areas, size_scale)
+    region_sums = None
+    weight = options.descriptor_weight if descriptors is not None else 0.0
+    if weight > 0:
+        flat = superpixels.ravel() - 1
+        region_sums = np.stack(
+            [np.bincount(flat, weights=channel.ravel(), minlength=n) for channel in np.asarray(descriptors)], axis=1
+        )
+    edge_levels, merge_levels = merge_regions(lo, hi, sums, counts, areas, size_scale, region_sums, weight)
     # Pixel borders inside a superpixel (id -1) vanish at level 0.
     lookup = np.append(edge_levels, np.float32(0.0))
     ucm2 = edges_to_ucm2(lookup[right_ids], lookup[down_ids])

@@ -72,10 +72,18 @@ class PostprocessOptions:
     colour_sigmas: tuple[float, ...] = (1.0, 2.0, 4.0)
     colour_contrast: float = 40.0
     wnet_sigma: float = 1.0
+    histogram_weight: float = 0.0
+    wnet_histogram_weight: float = 0.0
+    histogram_sigmas: tuple[float, ...] = (4.0, 8.0)
+    histogram_bins: int = 12
+    histogram_power: float = 0.5
+    histogram_eps: float = 0.02
+    histogram_channels: tuple[float, ...] = (1.0, 1.0, 1.0)
     superpixel_quantisation: int = 256
     superpixel_sigma: float = 1.0
     superpixel_window: int = 7
     size_prior: float = 0.003
+    likeness_weight: float = 0.0
     regions: int | None = None
     level: float | None = None
 
@@ -114,6 +122,13 @@ class PostprocessOptions:
             colour_sigmas=tuple(self.colour_sigmas),
             colour_contrast=self.colour_contrast,
             wnet_sigma=self.wnet_sigma,
+            histogram_weight=self.histogram_weight,
+            wnet_histogram_weight=self.wnet_histogram_weight,
+            histogram_sigmas=tuple(self.histogram_sigmas),
+            histogram_bins=self.histogram_bins,
+            histogram_power=self.histogram_power,
+            histogram_eps=self.histogram_eps,
+            histogram_channels=tuple(self.histogram_channels),
         )
 
     def superpixel_options(self) -> SuperpixelOptions:
@@ -123,6 +138,7 @@ class PostprocessOptions:
             sigma=self.superpixel_sigma,
             window=self.superpixel_window,
             size_prior=self.size_prior,
+            descriptor_weight=self.likeness_weight,
         )
 
 
@@ -194,8 +210,10 @@ def postprocess(
     rgb, probs = _check_inputs(rgb, probs)
     timings = {"crf": 0.0, "boundaries": 0.0, "hierarchy": 0.0}
 
-    use_wnet = probs is not None and options.wnet_weight > 0
-    if not use_wnet and options.colour_weight == 0:
+    use_wnet = probs is not None and (
+        options.wnet_weight > 0 or options.wnet_histogram_weight > 0 or options.likeness_weight > 0
+    )
+    if not use_wnet and options.colour_weight == 0 and options.histogram_weight == 0:
         raise InputError(
             "no boundary cue: colour_weight is 0 and the W-Net cue is off (probs None or wnet_weight 0)"
         )
@@ -210,7 +228,7 @@ def postprocess(
     timings["boundaries"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    hierarchy = build_hierarchy(strength, options.superpixel_options())
+    hierarchy = build_hierarchy(strength, options.superpixel_options(), probs if use_wnet else None)
     if options.regions is not None:
         threshold = threshold_for_regions(hierarchy.levels, options.regions)
     else:
