@@ -58,6 +58,9 @@ class ExportOptions:
         verify_sizes: (H, W) of the random test images, any sizes (padded like the runtime);
             ``None``: :func:`export.verify.default_sizes` of the model.
         verify_batch: images per verification batch.
+        short_side: the scale ``wnet segment`` runs the network at
+            (:attr:`wnetcli.model_info.ModelInfo.short_side`); ``None``: the training run's
+            ``max_side``, the scale it learnt at; 0: every image at its own size.
     """
 
     opset: int | None = None
@@ -66,6 +69,7 @@ class ExportOptions:
     fuse: bool = True
     verify_sizes: tuple[tuple[int, int], ...] | None = None
     verify_batch: int = 2
+    short_side: int | None = None
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
@@ -74,6 +78,8 @@ class ExportOptions:
             low, high = MIN_OPSET[self.exporter], exporter_max_opset(self.exporter)
             if not low <= self.opset <= high:
                 raise InputError(f"--opset for the {self.exporter} exporter must be in {low}..{high}, got {self.opset}")
+        if self.short_side is not None and self.short_side < 0:
+            raise InputError(f"short_side must be at least 0 (0: native size), got {self.short_side}")
         if self.verify_sizes == () or self.verify_batch < 1:
             raise InputError("verification needs at least one size and a batch of at least 1")
 
@@ -334,5 +340,10 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str] 
         checkpoint_sha256=file_sha256(source),
         training_data=str(payload.get("data", "")),
         step=int(payload["step"]),
+        short_side=(
+            int((payload.get("train_config") or {}).get("max_side", 0) or 0)
+            if options.short_side is None
+            else options.short_side
+        ),
     )
     return export_model(wnet, target, info, options, progress)

@@ -118,8 +118,19 @@ def test_metadata_round_trip(exported, checkpoint):
     assert ModelConfig.from_dict(info.model_config) == ModelConfig(**TINY)
     assert info.checkpoint_sha256 == file_sha256(checkpoint)
     assert (info.step, info.training_data, info.package_version) == (123, "synthetic squares, 10 images", __version__)
+    assert info.short_side == 0  # no training config: native scale
     assert (info.input_range, info.input_layout) == ("0..255", "NCHW RGB")
     assert props["wnet.exporter"] == "torchscript"
+
+
+def test_short_side_comes_from_the_training_scale_unless_given(tmp_path):
+    path = save_checkpoint(
+        tmp_path / "scaled.pt", random_wnet(), step=5, train_config={"max_side": 160}, data="synthetic"
+    )
+    options = ExportOptions(verify_sizes=((8, 12),), verify_batch=1)
+    assert export_onnx(path, tmp_path / "a.onnx", options=options).info.short_side == 160
+    native = ExportOptions(verify_sizes=((8, 12),), verify_batch=1, short_side=0)
+    assert export_onnx(path, tmp_path / "b.onnx", options=native).info.short_side == 0
 
 
 def test_segment_runtime_runs_the_export(exported):

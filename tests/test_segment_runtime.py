@@ -9,7 +9,7 @@ from onnx_models import build_prototype_model, require_onnx, squares_image
 from wnetcli.errors import DependencyError, InputError, ModelError
 from wnetcli.model_info import ModelInfo
 from wnetcli.segmentation import Segmenter, SegmentOptions
-from wnetcli.segmentation.pipeline import upscale_labels, upscale_ucm2
+from wnetcli.segmentation.pipeline import network_size, upscale_labels, upscale_ucm2
 from wnetcli.segmentation.runtime import CPU, CUDA, OnnxModel, choose_providers, pad_batch
 
 
@@ -179,6 +179,29 @@ def test_max_size_segments_small_and_maps_back_to_the_input_size(model_path):
     np.testing.assert_allclose(result.probs.sum(axis=0), 1.0, atol=1e-4)
     assert result.regions == 4 and result.labels[10, 10] != result.labels[-10, -10]
     _assert_ucm_matches_labels(result.ucm2, result.labels)
+
+
+def test_model_trained_at_a_smaller_scale_runs_there_and_segments_at_full_size(tmp_path):
+    info = ModelInfo(k=4, pad_multiple=16, training_data="synthetic", short_side=24)
+    path = build_prototype_model(tmp_path / "scaled.onnx", info=info)
+    seg = Segmenter(path, SegmentOptions(device="cpu"))
+    assert seg.info.short_side == 24
+    rgb = np.repeat(np.repeat(squares_image(16), 6, axis=0), 4, axis=1)  # 96 x 64
+    (probs,), _ = seg.predict([rgb])
+    assert probs.shape == (4, 36, 24)  # shorter side 64 -> 24, aspect kept
+    result = seg.finish(rgb, probs)
+    # The post-processing ran at full size: the hierarchy has the input's grid.
+    assert result.labels.shape == (96, 64) and result.ucm2.shape == (193, 129)
+    assert result.probs.shape == (4, 96, 64) and result.regions == 4
+    small = squares_image(16)  # already below the training scale: run as it is
+    assert seg.predict([small])[0][0].shape == (4, 16, 16)
+
+
+def test_network_size_only_shrinks_to_the_training_scale():
+    assert network_size(321, 481, None, 0) == (321, 481)
+    assert network_size(321, 481, None, 160) == (160, 240)
+    assert network_size(100, 50, None, 160) == (100, 50)
+    assert network_size(4000, 3000, 2048, 448) == (597, 448)
 
 
 def _assert_ucm_matches_labels(ucm2, labels):

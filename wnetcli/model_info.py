@@ -38,6 +38,10 @@ class ModelInfo:
         checkpoint_sha256: SHA-256 of the checkpoint file it was exported from.
         training_data: free-text description of the training data.
         step: training step of the checkpoint.
+        short_side: the scale the network was trained at: training images were shrunk so
+            their shorter side was at most this many pixels, and the runtime shrinks larger
+            images the same way before the network (the soft segmentation is then resized
+            back; the post-processing runs at full size). 0: always at the input's own size.
     """
 
     k: int
@@ -50,6 +54,7 @@ class ModelInfo:
     checkpoint_sha256: str = ""
     training_data: str = ""
     step: int = 0
+    short_side: int = 0
 
     def to_metadata(self) -> dict[str, str]:
         """Return the ``metadata_props`` entries (all strings) for this description."""
@@ -87,6 +92,7 @@ class ModelInfo:
                 checkpoint_sha256=props.get(PREFIX + "checkpoint_sha256", ""),
                 training_data=props.get(PREFIX + "training_data", ""),
                 step=int(props.get(PREFIX + "step", "0")),
+                short_side=int(props.get(PREFIX + "short_side", "0")),
             )
         except (KeyError, ValueError) as exc:
             raise ModelError(f"{source} has malformed wnet metadata ({exc})") from exc

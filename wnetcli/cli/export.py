@@ -22,6 +22,10 @@ def export(
     exporter: str = typer.Option(
         "torchscript", "--exporter", help="torch exporter: torchscript (faster export, as fast a graph) or dynamo."
     ),
+    short_side: int | None = typer.Option(
+        None, "--short-side", min=0,
+        help="Run the network on images shrunk to this shorter side (default: the training scale; 0: native).",
+    ),
 ) -> None:
     """Export the encoder of CHECKPOINT to ONNX, then check it against PyTorch.
 
@@ -39,7 +43,7 @@ def export(
     require_torch()
     from export import ExportOptions, export_onnx
 
-    options = ExportOptions(opset=opset, fp16=fp16, exporter=exporter.lower())
+    options = ExportOptions(opset=opset, fp16=fp16, exporter=exporter.lower(), short_side=short_side)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("exporting", total=None)
         result = export_onnx(
@@ -51,6 +55,7 @@ def export(
     table.add_row("exporter / opset", f"{result.exporter} / {result.opset}")
     table.add_row("precision", "float16" if result.fp16 else "float32")
     table.add_row("checkpoint step", str(result.info.step))
+    table.add_row("network scale", f"shorter side {result.info.short_side} px" if result.info.short_side else "native")
     for size, diff in result.max_abs_diff.items():
         table.add_row(f"max |ort - torch| {size}", f"{diff:.2e} (limit {result.tolerance:g})")
     table.add_row("time", f"{result.seconds:.1f} s")

@@ -108,6 +108,18 @@ def inference_size(height: int, width: int, max_size: int | None) -> tuple[int, 
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def network_size(height: int, width: int, max_size: int | None, short_side: int) -> tuple[int, int]:
+    """The (height, width) the network runs at: :func:`inference_size`, then shrunk (never
+    enlarged) so that the shorter side is at most ``short_side``, the scale the model was trained
+    at (:attr:`wnetcli.model_info.ModelInfo.short_side`; 0: no such limit)."""
+    height, width = inference_size(height, width, max_size)
+    shorter = min(height, width)
+    if short_side <= 0 or shorter <= short_side:
+        return height, width
+    scale = short_side / shorter
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize an (H, W, 3) uint8 image to ``size`` = (height, width) (antialiased when shrinking)."""
     if rgb.shape[:2] == size:
@@ -197,23 +209,22 @@ class Finisher:
         ----------
         rgb : ndarray, shape (H, W, 3), uint8
         probs : ndarray, shape (K, h, w), float32
-            From :meth:`Segmenter.predict`: (h, w) is (H, W), or the reduced size of an image
-            over ``max_size``, in which case the post-processing runs on the reduced image too
-            and the results are mapped back to (H, W).
+            From :meth:`Segmenter.predict`, at the network's size (:func:`network_size`). The
+            post-processing runs at (H, W), or at the reduced size of an image over
+            ``max_size`` (the results are then mapped back to (H, W)); the probabilities are
+            resized bilinearly to that size first.
         inference_seconds : float
             Recorded as ``timings["inference"]``.
         """
         check_rgb(rgb)
         size = rgb.shape[:2]
         small = inference_size(*size, self.max_size)
-        if probs.shape[1:] not in (size, small):
-            raise InputError(
-                f"probs {probs.shape} match neither the image {rgb.shape} nor its inference size"
-            )
+        if probs.ndim != 3 or probs.shape[0] < 1:
+            raise InputError(f"probs must be (K, h, w), got shape {probs.shape}")
         postprocess = _import_postprocess().postprocess
-        post = postprocess(resize_rgb(rgb, probs.shape[1:]), probs, self.postprocess_options)
+        post = postprocess(resize_rgb(rgb, small), resize_probs(probs, small), self.postprocess_options)
         timings = {"inference": inference_seconds, **post.timings}
-        if probs.shape[1:] == size:
+        if small == size:
             return SegmentationResult(labels=post.labels, ucm2=post.ucm2, probs=post.probs, timings=timings)
         return SegmentationResult(
             labels=upscale_labels(post.labels, size),
@@ -299,13 +310,15 @@ class Segmenter:
         Returns
         -------
         probs : list of ndarray, each (K, h_i, w_i) float32
-            Softmax probabilities at the inference size: the input's own size, or smaller for
-            an image over ``max_size`` (:meth:`finish` maps the results back).
+            Softmax probabilities at the network's size (:func:`network_size`): the input's
+            own size, or smaller for an image over ``max_size`` or above the model's training
+            scale (:meth:`finish` maps the results back).
         seconds : list of float
             Inference time charged to each image (its batch's time divided evenly).
         """
         images = [check_rgb(rgb) for rgb in images]
-        sizes = [inference_size(*rgb.shape[:2], self.options.max_size) for rgb in images]
+        short_side = self.model.info.short_side
+        sizes = [network_size(*rgb.shape[:2], self.options.max_size, short_side) for rgb in images]
         groups: dict[tuple[int, int], list[int]] = {}
         for index, size in enumerate(sizes):
             groups.setdefault(size, []).append(index)
