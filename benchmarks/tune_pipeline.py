@@ -66,6 +66,7 @@ def _split_items(body: str) -> list[str]:
 def cache_probs(model: Path, images: list[BsdsImage], cache: Path, threads: int | None) -> Path:
     """Write the model's (K, H, W) float16 probabilities of every image to ``cache/<sha>/<id>.npy``."""
     from wnetcli.segmentation import Segmenter, SegmentOptions
+    from wnetcli.segmentation.pipeline import resize_probs
 
     digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
     folder = cache / digest
@@ -74,8 +75,10 @@ def cache_probs(model: Path, images: list[BsdsImage], cache: Path, threads: int 
     if missing:
         segmenter = Segmenter(model, SegmentOptions(device="cpu", threads=threads))
         for image in missing:
-            probs, _ = segmenter.predict([read_rgb(image.image)])
-            np.save(folder / f"{image.id}.npy", probs[0].astype(np.float16))
+            rgb = read_rgb(image.image)
+            (probs,), _ = segmenter.predict([rgb])
+            # As the segmenter's post-processing sees them: at the image's size.
+            np.save(folder / f"{image.id}.npy", resize_probs(probs, rgb.shape[:2]).astype(np.float16))
     return folder
 
 

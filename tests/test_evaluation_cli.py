@@ -153,3 +153,37 @@ def test_segmenter_method_scores_an_onnx_model(tmp_path):
     assert result.kind == "ucm2"
     assert 0 <= result.boundary.ods_f <= 1
     assert 0 < result.regions.covering_ods <= 1
+
+
+@pytest.mark.needs_data
+def test_segmenter_method_without_merging_scores_the_argmax_segments(tmp_path):
+    onnx_models = pytest.importorskip("onnx_models", reason="tests/onnx_models.py builds the test model")
+    onnx_models.require_onnx()
+    from wnetcli.segmentation import SegmentOptions
+
+    model = onnx_models.build_prototype_model(tmp_path / "proto.onnx")
+    bsds = bench_tree(tmp_path / "bsds", count=1)
+    (image,) = find_split(bsds, "val")
+    method = SegmenterMethod(model, SegmentOptions(device="cpu"), merge=False)
+    prediction = method(image)
+    assert prediction.kind == "segs" and len(prediction.data) == 1
+    (labels,) = prediction.data
+    # Connected components of the argmax: one label per 4-connected region.
+    from skimage.measure import label
+
+    assert label(labels, background=-1, connectivity=1).max() == labels.max()
+    result = evaluate([image], method, EvaluationOptions(thresholds=3))
+    assert result.kind == "segs" and 0 <= result.regions.covering_ods <= 1
+
+
+@pytest.mark.needs_data
+def test_cli_classical_method_runs_the_hierarchy_without_a_model(tmp_path):
+    bsds = bench_tree(tmp_path / "bsds", count=2)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "classical", "--thresholds", "5",
+              "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 2 and 0 < metrics["covering"]["ods"] <= 1

@@ -10,16 +10,20 @@ import typer
 from wnetcli.cli import command, console
 
 
-def _build_method(results: Path | None, method: str | None, model: Path | None, crf: bool, device: str, jobs: int):
+def _build_method(
+    results: Path | None, method: str | None, model: Path | None, crf: bool, merge: bool, device: str, jobs: int
+):
     """The method under evaluation, from the mutually exclusive --results / --method / --model."""
     from wnetcli.errors import InputError
-    from wnetcli.evaluation import Baseline, ResultsDir, SegmenterMethod
+    from wnetcli.evaluation import Baseline, HierarchyMethod, ResultsDir, SegmenterMethod
 
     chosen = [name for name, value in (("--results", results), ("--method", method), ("--model", model)) if value]
     if len(chosen) > 1:
         raise InputError(f"give one of --results, --method, --model, not {' and '.join(chosen)}")
     if results is not None:
         return ResultsDir(results, name=results.name or "results")
+    if method is not None and method.lower() == "classical":
+        return HierarchyMethod()
     if method is not None:
         return Baseline(method.lower())
     if model is not None and not model.is_file():
@@ -36,7 +40,8 @@ def _build_method(results: Path | None, method: str | None, model: Path | None, 
     # Each worker process runs its own onnxruntime session: share the cores instead of oversubscribing.
     threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
     options = SegmentOptions(device=device, threads=threads, postprocess=PostprocessOptions(crf=crf))
-    return SegmenterMethod(model, options, name=model.stem if model else "wnet")
+    name = (model.stem if model else "wnet") + ("" if crf else "-no-crf") + ("" if merge else "-no-merge")
+    return SegmenterMethod(model, options, name=name, merge=merge)
 
 
 @command("evaluate")
@@ -47,7 +52,10 @@ def evaluate(
         None, "--results", help="Precomputed results, one per image id: .mat (ucm2/segs), .npy, .png, or a folder."
     ),
     method: str | None = typer.Option(
-        None, "--method", help="scikit-image baseline hierarchy: felzenszwalb, slic, quickshift or watershed."
+        None,
+        "--method",
+        help="felzenszwalb, slic, quickshift, watershed (scikit-image hierarchies) or classical "
+        "(wnet's own hierarchy without the network).",
     ),
     model: Path | None = typer.Option(None, "--model", "-m", help="Exported W-Net model (.onnx) to run."),
     thresholds: int = typer.Option(99, "--thresholds", min=1, help="Thresholds for soft maps and ucm2."),
@@ -59,6 +67,9 @@ def evaluate(
     ),
     regions: bool = typer.Option(True, "--regions/--no-regions", help="Run the region benchmark too."),
     crf: bool = typer.Option(True, "--crf/--no-crf", help="W-Net pipeline: CRF on the soft segmentation."),
+    merge: bool = typer.Option(
+        True, "--merge/--no-merge", help="W-Net pipeline: the hierarchy, or the network's argmax segments alone."
+    ),
     device: str = typer.Option("auto", "--device", help="W-Net pipeline: auto, cpu or cuda."),
 ) -> None:
     """Score a method on BSDS500 as the official benchmark does: boundary P/R/F (ODS, OIS, AP), covering, PRI, VI.
@@ -70,7 +81,7 @@ def evaluate(
     images = find_split(bsds, split.lower())
     if limit is not None:
         images = images[:limit]
-    chosen = _build_method(results, method, model, crf, device, jobs)
+    chosen = _build_method(results, method, model, crf, merge, device, jobs)
     out = out or Path(f"eval-{chosen.name}")
     options = EvaluationOptions(
         thresholds=thresholds, jobs=jobs, regions=regions, save_dir=out / "results" if save_results else None

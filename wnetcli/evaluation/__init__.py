@@ -16,7 +16,7 @@ from __future__ import annotations
 from wnetcli.evaluation.api import EvaluationOptions, EvaluationResult, ImageResult, evaluate, thresholds_for
 from wnetcli.evaluation.baselines import BASELINES, Baseline
 from wnetcli.evaluation.dataset import SPLITS, BsdsImage, find_split, load_ground_truth, pair_folder
-from wnetcli.evaluation.inputs import Prediction, ResultsDir, SegmenterMethod, read_prediction
+from wnetcli.evaluation.inputs import HierarchyMethod, Prediction, ResultsDir, SegmenterMethod, read_prediction
 from wnetcli.evaluation.report import metrics_dict, write_report
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "BsdsImage",
     "EvaluationOptions",
     "EvaluationResult",
+    "HierarchyMethod",
     "ImageResult",
     "Prediction",
     "ResultsDir",

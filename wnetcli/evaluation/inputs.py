@@ -8,7 +8,8 @@ A *prediction* is one of three kinds (:class:`Prediction`):
 
 A *method* is any picklable callable ``method(image: BsdsImage) -> Prediction`` (it runs in worker
 processes under ``--jobs``): :class:`ResultsDir` reads files, :mod:`.baselines` computes
-scikit-image hierarchies, :class:`SegmenterMethod` runs the W-Net pipeline.
+scikit-image hierarchies, :class:`SegmenterMethod` runs the W-Net pipeline and
+:class:`HierarchyMethod` its post-processing without the network.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 from wnetcli.errors import InputError, ModelError
 from wnetcli.evaluation.dataset import BsdsImage
 
-__all__ = ["KINDS", "Method", "Prediction", "ResultsDir", "SegmenterMethod", "read_prediction"]
+__all__ = ["KINDS", "HierarchyMethod", "Method", "Prediction", "ResultsDir", "SegmenterMethod", "read_prediction"]
 
 KINDS = ("ucm2", "segs", "soft")
 
@@ -190,11 +191,16 @@ class SegmenterMethod:
         ONNX model; ``None`` is the default shipped model.
     options : object
         :class:`wnetcli.segmentation.SegmentOptions`, or ``None`` for its defaults.
+    merge : bool
+        True: the hierarchy (ucm2). False: the network's own segmentation without the merging,
+        the connected components of the argmax of its (CRF-smoothed) soft maps, as a single
+        level (``"segs"`` with one segmentation): what the hierarchy adds.
     """
 
     model: Path | None = None
     options: Any = None
     name: str = "wnet"
+    merge: bool = True
     _segmenter: Any = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
@@ -212,4 +218,33 @@ class SegmenterMethod:
                 raise ModelError(f"the segmentation pipeline is not available: {exc}") from exc
             self._segmenter = Segmenter(self.model, self.options)
         result = self._segmenter.segment(read_rgb(image.image))
+        if not self.merge:
+            from skimage.measure import label
+
+            return Prediction("segs", [label(result.probs.argmax(axis=0), background=-1, connectivity=1)])
+        return Prediction("ucm2", np.asarray(result.ucm2, dtype=np.float64))
+
+
+@dataclass
+class HierarchyMethod:
+    """wnet's post-processing hierarchy on the image alone, without the network (``--method classical``).
+
+    The same boundary cues (colour gradients, colour histogram gradients), superpixels and
+    merging as the W-Net pipeline, with the W-Net's parts left out: the comparison that shows
+    what the network adds.
+
+    Attributes
+    ----------
+    options : object
+        :class:`wnetcli.segmentation.postprocess.PostprocessOptions`, or ``None`` for its defaults.
+    """
+
+    options: Any = None
+    name: str = "classical"
+
+    def __call__(self, image: BsdsImage) -> Prediction:
+        from wnetcli.images import read_rgb
+        from wnetcli.segmentation.postprocess import PostprocessOptions, postprocess
+
+        result = postprocess(read_rgb(image.image), None, self.options or PostprocessOptions())
         return Prediction("ucm2", np.asarray(result.ucm2, dtype=np.float64))

@@ -47,7 +47,6 @@ class BoundaryOptions:
     colour_contrast: float = 40.0
     wnet_sigma: float = 1.0
     histogram_weight: float = 0.0
-    wnet_histogram_weight: float = 0.0
     histogram_sigmas: tuple[float, ...] = (4.0, 8.0)
     histogram_bins: int = 12
     histogram_power: float = 0.5
@@ -55,7 +54,7 @@ class BoundaryOptions:
     histogram_channels: tuple[float, ...] = (1.0, 1.0, 1.0)
 
     def __post_init__(self) -> None:
-        weights = (self.wnet_weight, self.colour_weight, self.histogram_weight, self.wnet_histogram_weight)
+        weights = (self.wnet_weight, self.colour_weight, self.histogram_weight)
         if min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(
                 f"wnet_weight and colour_weight must be >= 0 and not both 0, "
@@ -163,9 +162,6 @@ def boundary_strength(
         )
     if options.histogram_weight > 0:
         parts.append((options.histogram_weight, lab_histogram_gradient(lab, options)))
-    if probs is not None and options.wnet_histogram_weight > 0:
-        cue = multiscale_histogram_gradient(np.asarray(probs, dtype=np.float32), options)
-        parts.append((options.wnet_histogram_weight, cue))
     if not parts:
         raise ValueError("no boundary cue left: probs is None and colour_weight is 0")
     total = sum(weight for weight, _ in parts)

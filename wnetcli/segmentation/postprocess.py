@@ -73,7 +73,6 @@ class PostprocessOptions:
     colour_contrast: float = 40.0
     wnet_sigma: float = 1.0
     histogram_weight: float = 0.0
-    wnet_histogram_weight: float = 0.0
     histogram_sigmas: tuple[float, ...] = (4.0, 8.0)
     histogram_bins: int = 12
     histogram_power: float = 0.5
@@ -84,6 +83,7 @@ class PostprocessOptions:
     superpixel_window: int = 7
     size_prior: float = 0.003
     likeness_weight: float = 0.0
+    likeness_colour_share: float = 0.0
     regions: int | None = None
     level: float | None = None
 
@@ -123,7 +123,6 @@ class PostprocessOptions:
             colour_contrast=self.colour_contrast,
             wnet_sigma=self.wnet_sigma,
             histogram_weight=self.histogram_weight,
-            wnet_histogram_weight=self.wnet_histogram_weight,
             histogram_sigmas=tuple(self.histogram_sigmas),
             histogram_bins=self.histogram_bins,
             histogram_power=self.histogram_power,
@@ -174,6 +173,28 @@ def _check_inputs(rgb: np.ndarray, probs: np.ndarray | None) -> tuple[np.ndarray
     return rgb, probs
 
 
+def _descriptors(lab: np.ndarray, probs: np.ndarray | None, options: PostprocessOptions) -> np.ndarray | None:
+    """Per-pixel descriptors of the region-likeness merge term, (D, H, W), or None if it is off.
+
+    The soft segmentation (a distribution over K) weighted ``1 - share`` and soft colour
+    histograms (L, a, b, each a distribution over its bins, each weighted ``share / 3``), so
+    that half the L1 distance of two region means is a weighted total-variation distance in
+    [0, 1]. Without ``probs`` the colour part takes all the weight.
+    """
+    if options.likeness_weight <= 0:
+        return None
+    share = 1.0 if probs is None else options.likeness_colour_share
+    parts = []
+    if share < 1:
+        parts.append(probs * np.float32(1 - share))
+    if share > 0:
+        from wnetcli.segmentation.boundaries import soft_bins
+
+        for channel, (low, high) in enumerate(((0.0, 100.0), (-60.0, 60.0), (-60.0, 60.0))):
+            parts.append(soft_bins(lab[..., channel], options.histogram_bins, low, high) * np.float32(share / 3))
+    return np.concatenate(parts, axis=0)
+
+
 def postprocess(
     rgb: np.ndarray, probs: np.ndarray | None, options: PostprocessOptions = PostprocessOptions()
 ) -> PostprocessResult:
@@ -210,9 +231,8 @@ def postprocess(
     rgb, probs = _check_inputs(rgb, probs)
     timings = {"crf": 0.0, "boundaries": 0.0, "hierarchy": 0.0}
 
-    use_wnet = probs is not None and (
-        options.wnet_weight > 0 or options.wnet_histogram_weight > 0 or options.likeness_weight > 0
-    )
+    wnet_likeness = options.likeness_weight > 0 and options.likeness_colour_share < 1
+    use_wnet = probs is not None and (options.wnet_weight > 0 or wnet_likeness)
     if not use_wnet and options.colour_weight == 0 and options.histogram_weight == 0:
         raise InputError(
             "no boundary cue: colour_weight is 0 and the W-Net cue is off (probs None or wnet_weight 0)"
@@ -228,7 +248,8 @@ def postprocess(
     timings["boundaries"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    hierarchy = build_hierarchy(strength, options.superpixel_options(), probs if use_wnet else None)
+    descriptors = _descriptors(lab, probs if use_wnet else None, options)
+    hierarchy = build_hierarchy(strength, options.superpixel_options(), descriptors)
     if options.regions is not None:
         threshold = threshold_for_regions(hierarchy.levels, options.regions)
     else:
