@@ -104,7 +104,8 @@ def summary(result) -> dict:
     if result.regions is not None:
         r = result.regions
         out.update(
-            sc_ods=round(r.covering_ods, 4), sc_ois=round(r.covering_ois, 4), sc_best=round(r.covering_best, 4),
+            sc_ods=round(r.covering_ods, 4), sc_ods_threshold=round(r.covering_ods_threshold, 3),
+            sc_ois=round(r.covering_ois, 4), sc_best=round(r.covering_best, 4),
             pri_ods=round(r.pri_ods, 4), pri_ois=round(r.pri_ois, 4), vi_ods=round(r.vi_ods, 4),
             vi_ois=round(r.vi_ois, 4),
         )

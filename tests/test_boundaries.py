@@ -70,8 +70,10 @@ def test_boundary_strength_mixes_the_cues_by_weight():
 
 
 def test_boundary_options_are_checked():
-    with pytest.raises(ValueError, match="not both 0"):
+    with pytest.raises(ValueError, match="not all 0"):
         BoundaryOptions(wnet_weight=0, colour_weight=0)
+    with pytest.raises(ValueError, match="histogram_sigmas"):
+        BoundaryOptions(histogram_sigmas=(0.0,))
     with pytest.raises(ValueError, match="colour_sigmas"):
         BoundaryOptions(colour_sigmas=())
     with pytest.raises(ValueError, match="no boundary cue"):

@@ -74,7 +74,7 @@ def test_one_label_is_one_four_connected_region():
     probs[0] = 0.95
     probs[0][rgb[..., 0] > 0] = 0.05
     probs[1] = 1 - probs[0]
-    result = postprocess(rgb, probs, PostprocessOptions(level=0.5))
+    result = postprocess(rgb, probs, PostprocessOptions(level=0.3))
     assert result.labels.max() == 3
     assert label(result.labels, connectivity=1, background=0).max() == result.labels.max()
     assert result.labels.min() == 1
@@ -88,7 +88,9 @@ def test_without_the_wnet_cue_is_the_colour_only_hierarchy():
     colour_only = postprocess(rgb, None)
     assert colour_only.probs.shape == (0, *rgb.shape[:2])
     assert colour_only.timings["crf"] == 0
-    off = postprocess(rgb, noisy, PostprocessOptions(wnet_weight=0))
+    # The network enters through its boundary cue (off by default) and its share of the
+    # region likeness: with both off, its probabilities change nothing.
+    off = postprocess(rgb, noisy, PostprocessOptions(wnet_weight=0, likeness_colour_share=1))
     np.testing.assert_array_equal(off.ucm2, colour_only.ucm2)
     on = postprocess(rgb, noisy, PostprocessOptions(crf=False))
     assert not np.array_equal(on.ucm2, colour_only.ucm2)
@@ -120,8 +122,12 @@ def test_bad_inputs_and_options_raise_input_errors():
         postprocess(rgb.astype(np.float32), probs)
     with pytest.raises(InputError, match="probs"):
         postprocess(rgb, probs[:, :4])
-    with pytest.raises(InputError, match="no boundary cue"):
-        postprocess(rgb, None, PostprocessOptions(colour_weight=0))
+    with pytest.raises(InputError, match="not all 0"):
+        PostprocessOptions(colour_weight=0, histogram_weight=0)
+    with pytest.raises(InputError, match="no boundary cue"):  # the W-Net cue alone, but no W-Net
+        postprocess(rgb, None, PostprocessOptions(colour_weight=0, histogram_weight=0, wnet_weight=1))
+    with pytest.raises(InputError, match="likeness_colour_share"):
+        PostprocessOptions(likeness_colour_share=1.5)
 
 
 def test_postprocess_does_not_import_torch():

@@ -17,19 +17,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from wnetcli.errors import InputError
-from wnetcli.segmentation.boundaries import BoundaryOptions, boundary_strength
+from wnetcli.segmentation.boundaries import BoundaryOptions, boundary_strength, lab_histograms, rgb_to_lab
 from wnetcli.segmentation.crf import CRFOptions, dense_crf
 from wnetcli.segmentation.hierarchy import SuperpixelOptions, build_hierarchy, threshold_for_regions
 from wnetcli.ucm import ucm2_to_labels
 
 __all__ = ["DEFAULT_LEVEL", "PostprocessOptions", "PostprocessResult", "postprocess"]
 
-#: The ucm threshold used when neither ``regions`` nor ``level`` is given. Chosen as the best
-#: ODS segmentation covering of the colour-only hierarchy (``probs=None``) on the first 20
-#: BSDS500 val images, levels 0.05..0.95 in steps of 0.05: covering ODS 0.514 / OIS 0.579 at
-#: 0.35 (``benchmarks/bench_postprocess.py --tune --images 20``). With the W-Net cue mixed in
-#: the strengths change scale, so this is to be retuned once a trained model exists.
-DEFAULT_LEVEL = 0.35
+#: The ucm threshold used when neither ``regions`` nor ``level`` is given: the level of the best
+#: ODS segmentation covering on the 200 BSDS500 *train* images (their annotations serve only for
+#: tuning; results are reported on val), with the default options and the default model
+#: (``benchmarks/tune_pipeline.py --split train``; see wnetcli/models/README.md).
+DEFAULT_LEVEL = 0.37
 
 
 @dataclass(frozen=True)
@@ -44,16 +43,25 @@ class PostprocessOptions:
         crf_smoothness_weight, crf_smoothness_xy: weight and width (pixels) of the smoothness kernel.
         crf_downsample, crf_radius: the CRF messages are computed on a grid this many times
             coarser, in a window of this half-width (coarse cells); see :class:`.crf.CRFOptions`.
-        wnet_weight: weight of the soft segmentation's own boundaries. ``0`` (or ``probs=None``
-            in :func:`postprocess`) gives the same hierarchy without the W-Net cue.
-        colour_weight: weight of the colour-gradient cue.
+        wnet_weight: weight of the soft segmentation's own boundaries (where the probabilities
+            change) in the boundary map; off by default: on BSDS500 train it lowered every
+            region measure (the network's maps change inside textures too).
+        colour_weight: weight of the multi-scale colour-gradient cue.
         colour_sigmas: scales (pixels) of the colour gradients.
         colour_contrast: Delta E of a step edge whose colour cue is about 0.63.
-        wnet_sigma: Gaussian smoothing (pixels) of the W-Net cue.
+        wnet_sigma: Gaussian smoothing (pixels) of the W-Net boundary cue.
+        histogram_weight: weight of the brightness and colour histogram gradients (chi-squared
+            between the two halves of a window, :func:`.boundaries.lab_histogram_gradient`).
+        histogram_sigmas, histogram_bins: their scales (pixels) and bins per channel.
         superpixel_quantisation, superpixel_sigma, superpixel_window: grey levels, smoothing
             (pixels) and marker window of the watershed; see :class:`.hierarchy.SuperpixelOptions`.
         size_prior: regions smaller than about this fraction of the image merge earlier
             (:func:`.hierarchy.merge_regions`); 0: by mean boundary strength alone.
+        likeness_weight: share of region likeness in the merge cost (the rest is the mean
+            boundary strength): how unlike the two regions' soft segmentations and colour
+            histograms are (:func:`.hierarchy.merge_regions`); 0: boundary strength alone.
+        likeness_colour_share: how much of the likeness comes from the colour histograms (the
+            rest from the W-Net's soft segmentation); without ``probs`` it is all colour.
         regions: output about this many regions (the cut of the hierarchy with this many), or
         level: cut the ucm at this threshold in [0, 1]; both ``None``: :data:`DEFAULT_LEVEL`.
     """
@@ -67,23 +75,20 @@ class PostprocessOptions:
     crf_smoothness_xy: float = 3.0
     crf_downsample: int = 4
     crf_radius: int = 3
-    wnet_weight: float = 1.0
+    wnet_weight: float = 0.0
     colour_weight: float = 1.0
     colour_sigmas: tuple[float, ...] = (1.0, 2.0, 4.0)
     colour_contrast: float = 40.0
     wnet_sigma: float = 1.0
-    histogram_weight: float = 0.0
+    histogram_weight: float = 1.0
     histogram_sigmas: tuple[float, ...] = (4.0, 8.0)
     histogram_bins: int = 12
-    histogram_power: float = 0.5
-    histogram_eps: float = 0.02
-    histogram_channels: tuple[float, ...] = (1.0, 1.0, 1.0)
     superpixel_quantisation: int = 256
     superpixel_sigma: float = 1.0
-    superpixel_window: int = 7
-    size_prior: float = 0.003
-    likeness_weight: float = 0.0
-    likeness_colour_share: float = 0.0
+    superpixel_window: int = 11
+    size_prior: float = 0.01
+    likeness_weight: float = 0.35
+    likeness_colour_share: float = 0.7
     regions: int | None = None
     level: float | None = None
 
@@ -94,6 +99,8 @@ class PostprocessOptions:
             raise InputError(f"regions must be at least 1, got {self.regions}")
         if self.level is not None and not 0.0 <= self.level <= 1.0:
             raise InputError(f"level must be a ucm threshold in [0, 1], got {self.level}")
+        if not 0.0 <= self.likeness_colour_share <= 1.0:
+            raise InputError(f"likeness_colour_share must be in [0, 1], got {self.likeness_colour_share}")
         try:  # the nested option classes check their own ranges
             self.crf_options()
             self.boundary_options()
@@ -125,9 +132,6 @@ class PostprocessOptions:
             histogram_weight=self.histogram_weight,
             histogram_sigmas=tuple(self.histogram_sigmas),
             histogram_bins=self.histogram_bins,
-            histogram_power=self.histogram_power,
-            histogram_eps=self.histogram_eps,
-            histogram_channels=tuple(self.histogram_channels),
         )
 
     def superpixel_options(self) -> SuperpixelOptions:
@@ -173,7 +177,9 @@ def _check_inputs(rgb: np.ndarray, probs: np.ndarray | None) -> tuple[np.ndarray
     return rgb, probs
 
 
-def _descriptors(lab: np.ndarray, probs: np.ndarray | None, options: PostprocessOptions) -> np.ndarray | None:
+def _descriptors(
+    histograms: np.ndarray | None, probs: np.ndarray | None, options: PostprocessOptions
+) -> np.ndarray | None:
     """Per-pixel descriptors of the region-likeness merge term, (D, H, W), or None if it is off.
 
     The soft segmentation (a distribution over K) weighted ``1 - share`` and soft colour
@@ -188,10 +194,7 @@ def _descriptors(lab: np.ndarray, probs: np.ndarray | None, options: Postprocess
     if share < 1:
         parts.append(probs * np.float32(1 - share))
     if share > 0:
-        from wnetcli.segmentation.boundaries import soft_bins
-
-        for channel, (low, high) in enumerate(((0.0, 100.0), (-60.0, 60.0), (-60.0, 60.0))):
-            parts.append(soft_bins(lab[..., channel], options.histogram_bins, low, high) * np.float32(share / 3))
+        parts.append(histograms.reshape(-1, *histograms.shape[2:]) * np.float32(share / 3))
     return np.concatenate(parts, axis=0)
 
 
@@ -225,7 +228,6 @@ def postprocess(
     >>> int(result.labels.max()), result.ucm2.shape
     (2, (65, 65))
     """
-    from skimage.color import rgb2lab
     from skimage.measure import label
 
     rgb, probs = _check_inputs(rgb, probs)
@@ -243,12 +245,17 @@ def postprocess(
         timings["crf"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    lab = rgb2lab(rgb).astype(np.float32)
-    strength = boundary_strength(lab, probs if use_wnet else None, options.boundary_options())
+    lab = rgb_to_lab(rgb)
+    # The soft colour histograms serve the histogram gradient and the likeness term alike.
+    needs_histograms = options.histogram_weight > 0 or (
+        options.likeness_weight > 0 and (options.likeness_colour_share > 0 or not use_wnet)
+    )
+    histograms = lab_histograms(lab, options.histogram_bins) if needs_histograms else None
+    strength = boundary_strength(lab, probs if use_wnet else None, options.boundary_options(), histograms)
     timings["boundaries"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    descriptors = _descriptors(lab, probs if use_wnet else None, options)
+    descriptors = _descriptors(histograms, probs if use_wnet else None, options)
     hierarchy = build_hierarchy(strength, options.superpixel_options(), descriptors)
     if options.regions is not None:
         threshold = threshold_for_regions(hierarchy.levels, options.regions)

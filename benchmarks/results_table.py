@@ -1,0 +1,116 @@
+"""The README's results table: `wnet evaluate` on a BSDS500 split for every method, in one run.
+
+Each row is one `wnet evaluate` command (printed as it runs); its metrics.json is read back.
+Prints the table as JSON on stdout and writes it as Markdown to ``<out>/results.md``::
+
+    .venv/bin/python benchmarks/results_table.py --split val --jobs 2 --out bench-out/results
+
+The W-Net paper's own rows (BSDS500 *test*, copied from the paper) are added at the end,
+marked as such: they are not measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: (row name, extra `wnet evaluate` arguments)
+ROWS = [
+    ("W-Net pipeline (default: CRF, merging)", []),
+    ("W-Net pipeline, no CRF", ["--no-crf"]),
+    ("W-Net argmax segments, no merging", ["--no-merge"]),
+    ("same hierarchy without the W-Net", ["--method", "classical"]),
+    ("Felzenszwalb-Huttenlocher (scikit-image)", ["--method", "felzenszwalb"]),
+    ("SLIC (scikit-image)", ["--method", "slic"]),
+    ("Quickshift (scikit-image)", ["--method", "quickshift"]),
+    ("Watershed (scikit-image)", ["--method", "watershed"]),
+]
+
+#: Published on BSDS500 test (Xia & Kulis 2017, Table 1; boundary F of gPb-owt-ucm from
+#: Arbelaez et al. 2011). Not measured by this script.
+PAPER = [
+    ("paper, test: W-Net (CRF, merging)", {"sc": (0.57, 0.62), "pri": (0.81, 0.84), "vi": (1.76, 1.60)}),
+    ("paper, test: W-Net + gPb ucm", {"sc": (0.59, 0.64), "pri": (0.82, 0.85), "vi": (1.67, 1.47)}),
+    (
+        "paper, test: gPb-owt-ucm",
+        {"sc": (0.59, 0.65), "pri": (0.83, 0.86), "vi": (1.69, 1.48), "f": (0.73, 0.76), "ap": 0.73},
+    ),
+    ("paper, test: Felzenszwalb-Huttenlocher", {"sc": (0.52, 0.57), "pri": (0.80, 0.82), "vi": (2.21, 1.87)}),
+]
+
+
+def run_row(args: argparse.Namespace, name: str, extra: list[str], folder: Path) -> dict:
+    command = [
+        str(ROOT / ".venv" / "bin" / "wnet"), "evaluate", "--bsds", str(args.bsds), "--split", args.split,
+        "--jobs", str(args.jobs), "--out", str(folder), *extra,
+    ]
+    if args.model is not None and "--method" not in extra:
+        command += ["--model", str(args.model)]
+    if args.limit:
+        command += ["--limit", str(args.limit)]
+    print("$", shlex.join(command), file=sys.stderr, flush=True)
+    began = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    b, c, p, v = metrics["boundary"], metrics["covering"], metrics["pri"], metrics["vi"]
+    return {
+        "method": name,
+        "command": shlex.join(["wnet", *command[1:]]),
+        "sc": (c["ods"], c["ois"]),
+        "pri": (p["ods"], p["ois"]),
+        "vi": (v["ods"], v["ois"]),
+        "f": (b["ods"]["f"], b["ois"]["f"]),
+        "ap": b["ap"],
+        "images": metrics["images"],
+        "seconds": round(time.perf_counter() - began, 1),
+    }
+
+
+def markdown(rows: list[dict], split: str) -> str:
+    def pair(values, digits=2):
+        return "/".join(f"{x:.{digits}f}" for x in values) if values else "-"
+
+    lines = [
+        f"| method (BSDS500 {split} unless marked) | SC ODS/OIS | PRI ODS/OIS | VI ODS/OIS | F ODS/OIS | AP |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ap = f"{row['ap']:.3f}" if row.get("ap") is not None else "-"
+        lines.append(
+            f"| {row['method']} | {pair(row.get('sc'), 3)} | {pair(row.get('pri'), 3)} | {pair(row.get('vi'), 2)} "
+            f"| {pair(row.get('f'), 3)} | {ap} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bsds", type=Path, default=ROOT.parent / "shared" / "data" / "bsds500")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--model", type=Path, default=None, help="default: the shipped model")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--only", action="append", default=None, help="run only rows whose name contains this")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "results")
+    args = parser.parse_args()
+    rows = []
+    for index, (name, extra) in enumerate(ROWS):
+        if args.only and not any(part.lower() in name.lower() for part in args.only):
+            continue
+        rows.append(run_row(args, name, extra, args.out / f"row{index}"))
+    measured = list(rows)
+    rows += [{"method": name, **values} for name, values in PAPER]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.md").write_text(markdown(rows, args.split))
+    print(json.dumps({"split": args.split, "rows": measured}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
