@@ -6,10 +6,12 @@ run measures the evaluation alone, as `wnet evaluate --results` runs it:
     .venv/bin/python benchmarks/bench_evaluate.py --split val --method felzenszwalb --jobs 2
     .venv/bin/python benchmarks/bench_evaluate.py --split val --method sobel --jobs 2   # soft maps
 
-``--method`` is a baseline hierarchy (ucm2: boundary and region benchmarks, as many distinct
-thresholds as the hierarchy has levels) or ``sobel``: the grey-level gradient magnitude on
-non-maximum-suppressed (Canny) edge pixels as a soft boundary map, a worst case for the boundary
-benchmark (nearly every one of the thresholds gives a different map).
+``--method`` is a ucm2 hierarchy (boundary and region benchmarks; a threshold that gives the
+same map as the previous one is not matched again): a scikit-image baseline, or ``classical``,
+wnet's own hierarchy without the network, whose ucm2 has the kind of levels the W-Net
+pipeline's has. Or ``sobel``: the grey-level gradient magnitude on non-maximum-suppressed
+(Canny) edge pixels as a soft boundary map, a worst case for the boundary benchmark (nearly
+every one of the thresholds gives a different map).
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from wnetcli.atomic import atomic_path  # noqa: E402
-from wnetcli.evaluation import Baseline, EvaluationOptions, ResultsDir, evaluate, find_split  # noqa: E402
+from wnetcli.evaluation import (  # noqa: E402
+    Baseline,
+    EvaluationOptions,
+    HierarchyMethod,
+    ResultsDir,
+    evaluate,
+    find_split,
+)
 from wnetcli.evaluation.dataset import BsdsImage  # noqa: E402
 
 
@@ -48,6 +57,8 @@ def _predict(method: str, image: BsdsImage, cache: Path) -> None:
         # that contour detectors publish (a raw gradient would be blobs, not boundaries).
         grad = sobel(grey) * canny(grey, sigma=1.0, low_threshold=0.0, high_threshold=0.0)
         data = grad / max(float(grad.max()), 1e-12)
+    elif method == "classical":
+        data = HierarchyMethod()(image).data
     else:
         data = Baseline(method)(image).data
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:
