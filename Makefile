@@ -14,15 +14,20 @@ $(VENV)/.created:
 	$(PIP) install -q --upgrade pip
 	touch $@
 
-# Installs the project with every extra; torch only if it is not there yet.
-$(VENV)/.installed: $(VENV)/.created pyproject.toml
+# The base install: segment and evaluate, no torch (what `make demo` needs).
+$(VENV)/.base: $(VENV)/.created pyproject.toml
+	$(PIP) install -q -e .
+	touch $@
+
+# Every extra on top; torch only if it is not there yet.
+$(VENV)/.installed: $(VENV)/.base
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_CPU)
 	$(PIP) install -q -e '.[train,dev]'
 	touch $@
 
 dev: $(VENV)/.installed
 
-demo: dev
+demo: $(VENV)/.base
 	$(PY) examples/demo.py
 
 test: dev

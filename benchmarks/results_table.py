@@ -16,22 +16,25 @@ import json
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: (row name, extra `wnet evaluate` arguments)
+#: (row name, extra `wnet evaluate` arguments). Each row's output folder is named after its
+#: arguments (``<out>/default``, ``<out>/wnet-share-0.2``, ``<out>/method-slic``, ...).
 ROWS = [
-    ("W-Net pipeline (default: CRF, merging)", []),
-    ("W-Net pipeline, no CRF", ["--no-crf"]),
-    ("W-Net argmax segments, no merging", ["--no-merge"]),
-    ("same hierarchy without the W-Net", ["--method", "classical"]),
+    ("wnet default (W-Net out of the merge: --wnet-share 0)", []),
+    ("W-Net in the merge (--wnet-share 0.2), CRF", ["--wnet-share", "0.2"]),
+    ("W-Net in the merge (--wnet-share 0.2), no CRF", ["--wnet-share", "0.2", "--no-crf"]),
+    ("W-Net argmax segments, CRF, no merging", ["--no-merge"]),
+    ("W-Net argmax segments, no CRF, no merging", ["--no-merge", "--no-crf"]),
+    ("same hierarchy without the W-Net (--method classical)", ["--method", "classical"]),
     ("Felzenszwalb-Huttenlocher (scikit-image)", ["--method", "felzenszwalb"]),
     ("SLIC (scikit-image)", ["--method", "slic"]),
     ("Quickshift (scikit-image)", ["--method", "quickshift"]),
     ("Watershed (scikit-image)", ["--method", "watershed"]),
 ]
+
 
 #: Published on BSDS500 test (Xia & Kulis 2017, Table 1; boundary F of gPb-owt-ucm from
 #: Arbelaez et al. 2011). Not measured by this script.
@@ -47,6 +50,7 @@ PAPER = [
 
 
 def run_row(args: argparse.Namespace, name: str, extra: list[str], folder: Path) -> dict:
+    """Runs one `wnet evaluate` row (or, with --keep, reads back the one already in `folder`)."""
     command = [
         str(ROOT / ".venv" / "bin" / "wnet"), "evaluate", "--bsds", str(args.bsds), "--split", args.split,
         "--jobs", str(args.jobs), "--out", str(folder), *extra,
@@ -55,9 +59,11 @@ def run_row(args: argparse.Namespace, name: str, extra: list[str], folder: Path)
         command += ["--model", str(args.model)]
     if args.limit:
         command += ["--limit", str(args.limit)]
-    print("$", shlex.join(command), file=sys.stderr, flush=True)
-    began = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    if args.keep and (folder / "metrics.json").exists():
+        print("kept", folder / "metrics.json", file=sys.stderr, flush=True)
+    else:
+        print("$", shlex.join(command), file=sys.stderr, flush=True)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     metrics = json.loads((folder / "metrics.json").read_text())
     b, c, p, v = metrics["boundary"], metrics["covering"], metrics["pri"], metrics["vi"]
     return {
@@ -67,10 +73,16 @@ def run_row(args: argparse.Namespace, name: str, extra: list[str], folder: Path)
         "pri": (p["ods"], p["ois"]),
         "vi": (v["ods"], v["ois"]),
         "f": (b["ods"]["f"], b["ois"]["f"]),
-        "ap": b["ap"],
+        # One segmentation (--no-merge) is a single point of the precision-recall curve: no AP.
+        "ap": None if metrics.get("kind") == "segs" and _levels(folder) == 1 else b["ap"],
         "images": metrics["images"],
-        "seconds": round(time.perf_counter() - began, 1),
+        "seconds": metrics["seconds"],
     }
+
+
+def _levels(folder: Path) -> int:
+    """How many thresholds (levels) the row was scored at: rows of its eval_bdry_thr.csv."""
+    return len((folder / "eval_bdry_thr.csv").read_text().split()) - 1  # less the header
 
 
 def markdown(rows: list[dict], split: str) -> str:
@@ -84,7 +96,7 @@ def markdown(rows: list[dict], split: str) -> str:
     for row in rows:
         ap = f"{row['ap']:.3f}" if row.get("ap") is not None else "-"
         lines.append(
-            f"| {row['method']} | {pair(row.get('sc'), 3)} | {pair(row.get('pri'), 3)} | {pair(row.get('vi'), 2)} "
+            f"| {row['method']} | {pair(row.get('sc'), 3)} | {pair(row.get('pri'), 3)} | {pair(row.get('vi'), 3)} "
             f"| {pair(row.get('f'), 3)} | {ap} |"
         )
     return "\n".join(lines) + "\n"
@@ -99,12 +111,17 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--only", action="append", default=None, help="run only rows whose name contains this")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "results")
+    parser.add_argument(
+        "--keep", action="store_true",
+        help="reuse a row whose <out>/rowN/metrics.json exists (rows are slow: quickshift takes ~25 min)",
+    )
     args = parser.parse_args()
     rows = []
-    for index, (name, extra) in enumerate(ROWS):
+    for name, extra in ROWS:
         if args.only and not any(part.lower() in name.lower() for part in args.only):
             continue
-        rows.append(run_row(args, name, extra, args.out / f"row{index}"))
+        folder = args.out / ("-".join(part.lstrip("-") for part in extra) or "default")
+        rows.append(run_row(args, name, extra, folder))
     measured = list(rows)
     rows += [{"method": name, **values} for name, values in PAPER]
     args.out.mkdir(parents=True, exist_ok=True)

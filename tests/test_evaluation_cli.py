@@ -187,3 +187,18 @@ def test_cli_classical_method_runs_the_hierarchy_without_a_model(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 2 and 0 < metrics["covering"]["ods"] <= 1
+
+
+def test_wnet_share_sets_the_networks_part_of_the_region_likeness(tmp_path):
+    pytest.importorskip("wnetcli.segmentation", reason="the W-Net pipeline needs onnxruntime")
+    from wnetcli.cli.evaluate import _build_method
+    from wnetcli.segmentation.postprocess import PostprocessOptions
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")  # only checked for existence here; the session opens on first use
+    shared = _build_method(None, None, model, True, True, "cpu", 1, wnet_share=0.4)
+    assert shared.options.postprocess.likeness_colour_share == pytest.approx(0.6)
+    assert shared.name == "m-wnet-share-0.4"
+    default = _build_method(None, None, model, False, True, "cpu", 1)
+    assert default.options.postprocess.likeness_colour_share == PostprocessOptions().likeness_colour_share
+    assert default.options.postprocess.crf is False and default.name == "m-no-crf"

@@ -88,12 +88,13 @@ def test_without_the_wnet_cue_is_the_colour_only_hierarchy():
     colour_only = postprocess(rgb, None)
     assert colour_only.probs.shape == (0, *rgb.shape[:2])
     assert colour_only.timings["crf"] == 0
-    # The network enters through its boundary cue (off by default) and its share of the
-    # region likeness: with both off, its probabilities change nothing.
-    off = postprocess(rgb, noisy, PostprocessOptions(wnet_weight=0, likeness_colour_share=1))
+    # The network enters through its boundary cue and its share of the region likeness, both
+    # off by default: then its probabilities change nothing.
+    off = postprocess(rgb, noisy)
     np.testing.assert_array_equal(off.ucm2, colour_only.ucm2)
-    on = postprocess(rgb, noisy, PostprocessOptions(crf=False))
-    assert not np.array_equal(on.ucm2, colour_only.ucm2)
+    for cue in ({"likeness_colour_share": 0.7}, {"wnet_weight": 0.5}):
+        on = postprocess(rgb, noisy, PostprocessOptions(crf=False, **cue))
+        assert not np.array_equal(on.ucm2, colour_only.ucm2), cue
 
 
 @pytest.mark.parametrize(("height", "width"), [(17, 23), (1, 12), (9, 1), (33, 5)])

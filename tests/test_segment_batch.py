@@ -279,6 +279,9 @@ def test_cli_missing_input_and_missing_default_model(tmp_path, model_path, monke
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["segment", "nowhere", "--out", "out", "--model", str(model_path)])
     assert result.exit_code == 1 and "input not found: nowhere" in result.output
+    from wnetcli.segmentation import pipeline
+
+    monkeypatch.setattr(pipeline, "DEFAULT_MODEL", tmp_path / "missing.onnx")  # a broken installation
     _save(tmp_path / "one.png", squares_image(8))
     result = runner.invoke(app, ["segment", "one.png", "--out", "out"])
     assert result.exit_code == 1 and "--model FILE.onnx" in result.output
@@ -359,3 +362,15 @@ def test_bsds_images_keep_their_size(tmp_path, model_path):
             width, height = image.size
         assert np.asarray(Image.open(tmp_path / "out" / f"{source.stem}.png")).shape == (height, width)
         assert read_ucm(tmp_path / "out" / f"{source.stem}.ucm.png").shape == (2 * height + 1, 2 * width + 1)
+
+
+def test_cli_segments_with_the_shipped_model_when_no_model_is_given(tmp_path, monkeypatch):
+    from wnetcli.segmentation.pipeline import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL.is_file(), f"the shipped model is missing: {DEFAULT_MODEL}"
+    monkeypatch.chdir(tmp_path)
+    _save(tmp_path / "one.png", squares_image(40))
+    result = runner.invoke(app, ["segment", "one.png", "--out", "out", "--device", "cpu", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    labels = np.asarray(Image.open(tmp_path / "out" / "one.png"))
+    assert labels.shape == (40, 40) and labels.min() >= 1

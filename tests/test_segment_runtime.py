@@ -138,10 +138,25 @@ def test_metadata_k_disagreeing_with_the_graph_is_caught(tmp_path):
 # --- Segmenter: the library API ---
 
 
-def test_default_model_absent_says_how_to_get_one():
+def test_default_model_absent_says_how_to_get_one(tmp_path, monkeypatch):
+    from wnetcli.segmentation import pipeline
+
+    monkeypatch.setattr(pipeline, "DEFAULT_MODEL", tmp_path / "missing.onnx")
     with pytest.raises(ModelError, match="--model FILE.onnx") as info:
         Segmenter(None, SegmentOptions(device="cpu"))
     assert "wnet export" in str(info.value)
+
+
+def test_the_shipped_default_model_loads_and_describes_itself():
+    from wnetcli.segmentation.pipeline import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL.is_file(), f"the default model is missing from the package: {DEFAULT_MODEL}"
+    assert DEFAULT_MODEL.stat().st_size <= 10 * 2**20  # the size limit for package data
+    seg = Segmenter(None, SegmentOptions(device="cpu"))
+    assert seg.info.k >= 2 and seg.info.pad_multiple == 16 and seg.info.step > 0
+    assert "bsds500/images/train" in seg.info.training_data and "val" not in seg.info.training_data
+    result = seg.segment(squares_image(48))
+    assert result.labels.shape == (48, 48) and result.regions >= 1
 
 
 def test_segment_four_squares(model_path):

@@ -11,7 +11,14 @@ from wnetcli.cli import command, console
 
 
 def _build_method(
-    results: Path | None, method: str | None, model: Path | None, crf: bool, merge: bool, device: str, jobs: int
+    results: Path | None,
+    method: str | None,
+    model: Path | None,
+    crf: bool,
+    merge: bool,
+    device: str,
+    jobs: int,
+    wnet_share: float | None = None,
 ):
     """The method under evaluation, from the mutually exclusive --results / --method / --model."""
     from wnetcli.errors import InputError
@@ -39,8 +46,10 @@ def _build_method(
         ) from exc
     # Each worker process runs its own onnxruntime session: share the cores instead of oversubscribing.
     threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
-    options = SegmentOptions(device=device, threads=threads, postprocess=PostprocessOptions(crf=crf))
+    share = {} if wnet_share is None else {"likeness_colour_share": 1.0 - wnet_share}
+    options = SegmentOptions(device=device, threads=threads, postprocess=PostprocessOptions(crf=crf, **share))
     name = (model.stem if model else "wnet") + ("" if crf else "-no-crf") + ("" if merge else "-no-merge")
+    name += "" if wnet_share is None else f"-wnet-share-{wnet_share:g}"
     return SegmenterMethod(model, options, name=name, merge=merge)
 
 
@@ -70,6 +79,13 @@ def evaluate(
     merge: bool = typer.Option(
         True, "--merge/--no-merge", help="W-Net pipeline: the hierarchy, or the network's argmax segments alone."
     ),
+    wnet_share: float | None = typer.Option(
+        None,
+        "--wnet-share",
+        min=0.0,
+        max=1.0,
+        help="W-Net pipeline: the network's share of the region likeness in merging (the rest is colour).",
+    ),
     device: str = typer.Option("auto", "--device", help="W-Net pipeline: auto, cpu or cuda."),
 ) -> None:
     """Score a method on BSDS500 as the official benchmark does: boundary P/R/F (ODS, OIS, AP), covering, PRI, VI.
@@ -81,7 +97,7 @@ def evaluate(
     images = find_split(bsds, split.lower())
     if limit is not None:
         images = images[:limit]
-    chosen = _build_method(results, method, model, crf, merge, device, jobs)
+    chosen = _build_method(results, method, model, crf, merge, device, jobs, wnet_share)
     out = out or Path(f"eval-{chosen.name}")
     options = EvaluationOptions(
         thresholds=thresholds, jobs=jobs, regions=regions, save_dir=out / "results" if save_results else None

@@ -29,7 +29,7 @@ def segment(
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (mirrors the input tree)."),
     model: Path | None = typer.Option(
-        None, "--model", "-m", help="Exported model (.onnx) from `wnet export`."
+        None, "--model", "-m", help="Exported model (.onnx) from `wnet export` (default: the shipped model)."
     ),
     recursive: bool = typer.Option(
         False, "--recursive", "-r", help="Descend into subfolders of input folders."
@@ -61,6 +61,13 @@ def segment(
     crf_iterations: int = typer.Option(
         5, "--crf-iterations", min=1, help="Mean-field iterations of the CRF."
     ),
+    wnet_share: float | None = typer.Option(
+        None,
+        "--wnet-share",
+        min=0.0,
+        max=1.0,
+        help="The network's share of the region likeness in merging (the rest is colour).",
+    ),
     regions: int | None = typer.Option(None, "--regions", min=1, help="Cut the hierarchy into N regions."),
     level: float | None = typer.Option(
         None, "--level", min=0.0, max=1.0, help="Cut the hierarchy at level T."
@@ -77,6 +84,7 @@ def segment(
 
     if regions is not None and level is not None:
         raise InputError("give --regions or --level, not both")
+    share = {} if wnet_share is None else {"likeness_colour_share": 1.0 - wnet_share}
     batch_options = BatchOptions(
         out_dir=out,
         save=_split_save(save),
@@ -91,7 +99,7 @@ def segment(
         threads=threads,
         batch_size=batch_size,
         max_size=max_size or None,
-        postprocess=PostprocessOptions(crf=crf, crf_iterations=crf_iterations, regions=regions, level=level),
+        postprocess=PostprocessOptions(crf=crf, crf_iterations=crf_iterations, regions=regions, level=level, **share),
     )
     report = _run_with_progress(inputs, model, batch_options, segment_options)
     _print_report(report)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from wnetcli.model_info import ModelInfo
     from wnetcli.segmentation.postprocess import PostprocessOptions
 
-#: Where a later release ships a trained model; ``Segmenter(None, ...)`` uses it.
+#: The shipped default model (wnetcli/models/README.md is its model card); ``Segmenter(None, ...)`` uses it.
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
 
 
@@ -263,8 +263,8 @@ class Segmenter:
         if model_path is None:
             if not DEFAULT_MODEL.is_file():
                 raise ModelError(
-                    "no default model is shipped yet: pass --model FILE.onnx "
-                    "(`wnet export` makes one from a training checkpoint)"
+                    f"the default model is missing from this installation ({DEFAULT_MODEL}): reinstall wnet, "
+                    "or pass --model FILE.onnx (`wnet export` makes one from a training checkpoint)"
                 )
             model_path = DEFAULT_MODEL
         self.model = OnnxModel(
