@@ -56,6 +56,22 @@ def is_debug() -> bool:
     return _state["debug"]
 
 
+def wnet_share_option(prefix: str = ""):
+    """The ``--wnet-share S`` option of segment and evaluate (None: the post-processing default)."""
+    return typer.Option(
+        None,
+        "--wnet-share",
+        min=0.0,
+        max=1.0,
+        help=prefix + "The network's share of the region likeness in merging; the rest is colour (default 0).",
+    )
+
+
+def wnet_share_overrides(wnet_share: float | None) -> dict[str, float]:
+    """:class:`~wnetcli.segmentation.postprocess.PostprocessOptions` fields that ``--wnet-share`` sets."""
+    return {} if wnet_share is None else {"likeness_colour_share": 1.0 - wnet_share}
+
+
 _F = TypeVar("_F", bound=Callable[..., object])
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from wnetcli.cli import command, console
+from wnetcli.cli import command, console, wnet_share_option, wnet_share_overrides
 
 
 def _build_method(
@@ -46,7 +46,7 @@ def _build_method(
         ) from exc
     # Each worker process runs its own onnxruntime session: share the cores instead of oversubscribing.
     threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
-    share = {} if wnet_share is None else {"likeness_colour_share": 1.0 - wnet_share}
+    share = wnet_share_overrides(wnet_share)
     options = SegmentOptions(device=device, threads=threads, postprocess=PostprocessOptions(crf=crf, **share))
     name = (model.stem if model else "wnet") + ("" if crf else "-no-crf") + ("" if merge else "-no-merge")
     name += "" if wnet_share is None else f"-wnet-share-{wnet_share:g}"
@@ -79,13 +79,7 @@ def evaluate(
     merge: bool = typer.Option(
         True, "--merge/--no-merge", help="W-Net pipeline: the hierarchy, or the network's argmax segments alone."
     ),
-    wnet_share: float | None = typer.Option(
-        None,
-        "--wnet-share",
-        min=0.0,
-        max=1.0,
-        help="W-Net pipeline: the network's share of the region likeness in merging (the rest is colour).",
-    ),
+    wnet_share: float | None = wnet_share_option("W-Net pipeline: "),
     device: str = typer.Option("auto", "--device", help="W-Net pipeline: auto, cpu or cuda."),
 ) -> None:
     """Score a method on BSDS500 as the official benchmark does: boundary P/R/F (ODS, OIS, AP), covering, PRI, VI.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from wnetcli.cli import command, console
+from wnetcli.cli import command, console, wnet_share_option, wnet_share_overrides
 
 _MAX_FAILURES_SHOWN = 20
 
@@ -61,13 +61,7 @@ def segment(
     crf_iterations: int = typer.Option(
         5, "--crf-iterations", min=1, help="Mean-field iterations of the CRF."
     ),
-    wnet_share: float | None = typer.Option(
-        None,
-        "--wnet-share",
-        min=0.0,
-        max=1.0,
-        help="The network's share of the region likeness in merging (the rest is colour).",
-    ),
+    wnet_share: float | None = wnet_share_option(""),
     regions: int | None = typer.Option(None, "--regions", min=1, help="Cut the hierarchy into N regions."),
     level: float | None = typer.Option(
         None, "--level", min=0.0, max=1.0, help="Cut the hierarchy at level T."
@@ -84,7 +78,7 @@ def segment(
 
     if regions is not None and level is not None:
         raise InputError("give --regions or --level, not both")
-    share = {} if wnet_share is None else {"likeness_colour_share": 1.0 - wnet_share}
+    share = wnet_share_overrides(wnet_share)
     batch_options = BatchOptions(
         out_dir=out,
         save=_split_save(save),
