@@ -78,3 +78,44 @@ def test_boundary_options_are_checked():
         BoundaryOptions(colour_sigmas=())
     with pytest.raises(ValueError, match="no boundary cue"):
         boundary_strength(np.zeros((4, 4, 3)), None, BoundaryOptions(colour_weight=0))
+
+
+def two_textures(height: int = 64, width: int = 64) -> np.ndarray:
+    """(H, W, 3) float32 CIELAB: vertical stripes (period 4) left, horizontal stripes right,
+    both alternating L = 30 / 70 with a = b = 0, so the two halves share one colour histogram."""
+    lab = np.zeros((height, width, 3), dtype=np.float32)
+    rows, cols = np.mgrid[0:height, 0:width]
+    left = cols < width // 2
+    stripes = np.where(left, (cols // 2) % 2, (rows // 2) % 2)
+    lab[..., 0] = np.where(stripes == 1, 70.0, 30.0)
+    return lab
+
+
+def test_textons_tell_apart_textures_of_the_same_colours():
+    from wnetcli.segmentation.boundaries import texton_map
+
+    lab = two_textures()
+    textons = texton_map(lab, n_textons=8)
+    assert textons.shape == (64, 64) and textons.dtype == np.int32
+    assert textons.min() >= 0 and textons.max() < 8
+    np.testing.assert_array_equal(textons, texton_map(lab, n_textons=8))  # seeded: deterministic
+    # Away from the seam, no texton is shared by the two halves.
+    left, right = set(np.unique(textons[8:-8, 4:24])), set(np.unique(textons[8:-8, 40:60]))
+    assert left and right and not left & right
+
+
+def test_texture_gradient_peaks_at_the_texture_boundary_only():
+    from wnetcli.segmentation.boundaries import texture_gradient
+
+    lab = two_textures()
+    grad = texture_gradient(lab, n_textons=8, sigmas=(4.0,))
+    assert grad.dtype == np.float32 and grad.min() >= 0 and grad.max() <= 1
+    seam = grad[16:-16, 28:36].mean()
+    inside = np.concatenate([grad[16:-16, 6:18].ravel(), grad[16:-16, 46:58].ravel()]).mean()
+    assert seam > 0.5 and inside < 0.25 * seam
+
+
+def test_texton_map_of_a_flat_image_is_one_texture():
+    from wnetcli.segmentation.boundaries import texton_map
+
+    assert not texton_map(np.full((9, 7, 3), 50.0, dtype=np.float32)).any()

@@ -163,3 +163,13 @@ def test_a_bsds_image_gives_a_nested_hierarchy():
             pairs = np.unique(np.stack([previous.ravel(), labels.ravel()]), axis=1)
             assert len(np.unique(pairs[0])) == pairs.shape[1]
         previous = labels
+
+
+def test_texture_likeness_splits_two_textures_of_the_same_colours():
+    rows, cols = np.mgrid[0:64, 0:64]
+    stripes = np.where(cols < 32, (cols // 2) % 2, (rows // 2) % 2)
+    rgb = np.repeat(np.where(stripes == 1, 180, 70).astype(np.uint8)[..., None], 3, axis=2)
+    result = postprocess(rgb, None, PostprocessOptions(regions=2, likeness_texture_share=0.5))
+    assert result.labels.max() == 2
+    left, right = result.labels[:, 2:28], result.labels[:, 36:62]
+    assert len(np.unique(left)) == 1 and len(np.unique(right)) == 1 and left[0, 0] != right[0, 0]

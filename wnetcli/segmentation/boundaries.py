@@ -9,17 +9,29 @@ them by the mean strength along their shared borders.
   constant (also where it is uniform) and 1 across a change between two confident labels.
 - Colour cue (:func:`colour_gradient`): scale-normalised Gaussian gradient magnitudes of the
   CIELAB image at several scales, averaged and squashed to [0, 1).
+- Histogram cues (:func:`lab_histogram_gradient`, :func:`texture_gradient`): chi-squared
+  differences between the two halves of a window, of brightness and colour histograms and of
+  texton histograms, as gPb's local cues.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["BoundaryOptions", "boundary_strength", "colour_gradient", "probability_boundaries"]
+__all__ = [
+    "BoundaryOptions",
+    "boundary_strength",
+    "colour_gradient",
+    "probability_boundaries",
+    "texton_histograms",
+    "texton_map",
+    "texture_gradient",
+]
 
 # Peak of sigma * |d/dx (G_sigma * step)| for a unit step: 1 / sqrt(2 pi). Dividing by it makes
 # the colour cue of a step edge equal its CIELAB contrast at every scale.
@@ -44,6 +56,9 @@ class BoundaryOptions:
             the mean colour alike.
         histogram_sigmas: their scales (pixels).
         histogram_bins: soft-histogram bins per CIELAB channel.
+        texture_weight: weight of the texton histogram gradient (:func:`texture_gradient`),
+            at the ``histogram_sigmas`` scales.
+        textons: number of textons (k-means clusters of filter responses) per image.
     """
 
     wnet_weight: float = 1.0
@@ -54,13 +69,18 @@ class BoundaryOptions:
     histogram_weight: float = 0.0
     histogram_sigmas: tuple[float, ...] = (4.0, 8.0)
     histogram_bins: int = 12
+    texture_weight: float = 0.0
+    textons: int = 32
 
     def __post_init__(self) -> None:
-        weights = (self.wnet_weight, self.colour_weight, self.histogram_weight)
+        weights = (self.wnet_weight, self.colour_weight, self.histogram_weight, self.texture_weight)
         if min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(
-                f"wnet_weight, colour_weight and histogram_weight must be >= 0 and not all 0, got {weights}"
+                "wnet_weight, colour_weight, histogram_weight and texture_weight must be >= 0 and not all 0, "
+                f"got {weights}"
             )
+        if self.textons < 2:
+            raise ValueError(f"textons must be at least 2, got {self.textons}")
         if not self.histogram_sigmas or min(self.histogram_sigmas) <= 0:
             raise ValueError(f"histogram_sigmas must be positive scales, got {self.histogram_sigmas}")
         if self.histogram_bins < 2:
@@ -144,6 +164,7 @@ def boundary_strength(
     probs: np.ndarray | None,
     options: BoundaryOptions | None = None,
     histograms: np.ndarray | None = None,
+    textons: np.ndarray | None = None,
 ) -> np.ndarray:
     """The combined boundary map: a weighted mean of the W-Net and colour cues.
 
@@ -172,6 +193,10 @@ def boundary_strength(
         if histograms is None:
             histograms = lab_histograms(lab, options.histogram_bins)
         parts.append((options.histogram_weight, lab_histogram_gradient(histograms, options.histogram_sigmas)))
+    if options.texture_weight > 0:
+        parts.append(
+            (options.texture_weight, texture_gradient(lab, options.textons, options.histogram_sigmas, textons))
+        )
     if not parts:
         raise ValueError("no boundary cue left: probs is None and colour_weight is 0")
     total = sum(weight for weight, _ in parts)
@@ -270,6 +295,76 @@ def lab_histogram_gradient(histograms: np.ndarray, sigmas: Sequence[float] = (4.
         ) / groups
         total += upsample_linear(grad, (height, width), factor) if factor > 1 else grad
     return total / len(sigmas)
+
+
+#: Scales (pixels) of the texton filter bank: Gaussian first and second derivatives of L.
+TEXTON_SCALES = (1.0, 2.0)
+# Pixels sampled to fit the k-means of an image's filter responses (all are then assigned).
+_TEXTON_SAMPLE = 10_000
+
+
+def texton_map(lab: np.ndarray, n_textons: int = 32, seed: int = 0) -> np.ndarray:
+    """Per-pixel texton labels: k-means clusters of the image's local filter responses.
+
+    The filter bank is the five Gaussian derivatives of orders one and two of L (d/dx, d/dy,
+    d2/dx2, d2/dy2, d2/dxdy) at each scale of :data:`TEXTON_SCALES`; each pixel's response
+    vector is scaled to ``log(1 + |r| / 0.03) * r / |r|`` (Malik et al.'s contrast
+    normalisation, so that strong edges do not own every cluster). The clusters are fitted on
+    a fixed random sample of pixels (seeded: the same image gives the same map) and every
+    pixel gets its nearest centre.
+
+    Parameters
+    ----------
+    lab : (H, W, 3) float ndarray
+        CIELAB image (L in 0..100).
+    n_textons : int
+        Number of clusters.
+    seed : int
+
+    Returns
+    -------
+    (H, W) int32 ndarray of labels in [0, n_textons)
+    """
+    from scipy.cluster.vq import kmeans2, vq
+
+    grey = np.asarray(lab[..., 0], dtype=np.float32) / np.float32(100.0)
+    orders = ((0, 1), (1, 0), (0, 2), (2, 0), (1, 1))
+    responses = np.stack(
+        [ndi.gaussian_filter(grey, sigma, order=order, mode="reflect") * np.float32(sigma ** sum(order))
+         for sigma in TEXTON_SCALES for order in orders],
+        axis=-1,
+    ).reshape(-1, len(TEXTON_SCALES) * len(orders))
+    norm = np.linalg.norm(responses, axis=1, keepdims=True)
+    responses *= np.log1p(norm / np.float32(0.03)) / np.maximum(norm, np.float32(1e-12))
+    rng = np.random.default_rng(seed)
+    sample = responses[rng.choice(len(responses), size=min(_TEXTON_SAMPLE, len(responses)), replace=False)]
+    if not np.ptp(sample, axis=0).any():  # a flat image: one texture
+        return np.zeros(grey.shape, dtype=np.int32)
+    # An empty cluster (few distinct responses) keeps its start and just goes unused.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        centres, _ = kmeans2(sample.astype(np.float64), n_textons, iter=8, minit="++", seed=seed, missing="warn")
+    labels, _ = vq(responses, centres.astype(np.float32))
+    return labels.reshape(grey.shape).astype(np.int32)
+
+
+def texton_histograms(lab: np.ndarray, n_textons: int = 32) -> np.ndarray:
+    """:func:`texton_map` as per-pixel one-hot histograms: (1, n_textons, H, W) float32."""
+    textons = texton_map(lab, n_textons)
+    one_hot = np.zeros((1, n_textons, *textons.shape), dtype=np.float32)
+    np.put_along_axis(one_hot[0], textons[None], np.float32(1.0), axis=0)
+    return one_hot
+
+
+def texture_gradient(
+    lab: np.ndarray, n_textons: int = 32, sigmas: Sequence[float] = (4.0, 8.0), textons: np.ndarray | None = None
+) -> np.ndarray:
+    """The texture cue: the histogram gradient of :func:`texton_map`, averaged over scales.
+
+    ``textons``: :func:`texton_histograms` of ``lab`` if already computed. Returns (H, W)
+    float32 in [0, 1], like :func:`lab_histogram_gradient` (one group of one-hot bins).
+    """
+    return lab_histogram_gradient(texton_histograms(lab, n_textons) if textons is None else textons, sigmas)
 
 
 # sRGB D65 -> XYZ, and the D65 white point (2 degree observer), as skimage.color uses them.
