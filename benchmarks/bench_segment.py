@@ -121,6 +121,11 @@ def main() -> None:
     )
     parser.add_argument("--no-crf", action="store_true")
     parser.add_argument(
+        "--keep-probs",
+        action="store_true",
+        help="return the soft maps, as `wnet segment --save probs` does (the CRF then always runs)",
+    )
+    parser.add_argument(
         "--repeats", type=int, default=3, help="passes per configuration (the fastest counts)"
     )
     args = parser.parse_args()
@@ -137,7 +142,8 @@ def main() -> None:
     model_path, exporter = (
         (args.model, "given") if args.model else export_quarter_width(work / "q.onnx", args.k)
     )
-    post_options = PostprocessOptions(crf=not args.no_crf)
+    # As `wnet segment` runs by default: no soft maps returned, so the CRF runs only for a W-Net cue.
+    post_options = PostprocessOptions(crf=not args.no_crf, keep_probs=args.keep_probs)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
     decode_s, rgbs = [], []
@@ -237,6 +243,7 @@ def main() -> None:
                     "k": seg.info.k,
                     "config": seg.info.model_config,
                 },
+                "postprocess_options": {"crf": post_options.crf, "keep_probs": post_options.keep_probs},
                 "images": {"count": len(rgbs), "sizes": sorted({f"{r.shape[1]}x{r.shape[0]}" for r in rgbs})},
                 "median_seconds_per_image": {
                     "decode": _per_image(decode_s),

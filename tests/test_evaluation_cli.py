@@ -202,3 +202,7 @@ def test_wnet_share_sets_the_networks_part_of_the_region_likeness(tmp_path):
     default = _build_method(None, None, model, False, True, "cpu", 1)
     assert default.options.postprocess.likeness_colour_share == PostprocessOptions().likeness_colour_share
     assert default.options.postprocess.crf is False and default.name == "m-no-crf"
+    # The hierarchy does not return the soft maps (no CRF work unless a W-Net cue reads them);
+    # --no-merge scores their argmax, so it keeps them.
+    assert default.options.postprocess.keep_probs is False
+    assert _build_method(None, None, model, True, False, "cpu", 1).options.postprocess.keep_probs is True

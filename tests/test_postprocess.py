@@ -173,3 +173,14 @@ def test_texture_likeness_splits_two_textures_of_the_same_colours():
     assert result.labels.max() == 2
     left, right = result.labels[:, 2:28], result.labels[:, 36:62]
     assert len(np.unique(left)) == 1 and len(np.unique(right)) == 1 and left[0, 0] != right[0, 0]
+
+
+def test_keep_probs_off_skips_the_crf_only_when_no_cue_reads_it():
+    rgb, _, probs = four_squares()
+    kept = postprocess(rgb, probs)
+    dropped = postprocess(rgb, probs, PostprocessOptions(keep_probs=False))
+    assert kept.probs.shape == probs.shape and kept.timings["crf"] > 0
+    assert dropped.probs.shape == (0, *rgb.shape[:2]) and dropped.timings["crf"] == 0
+    np.testing.assert_array_equal(dropped.ucm2, kept.ucm2)  # the default cues never read the soft maps
+    with_wnet = postprocess(rgb, probs, PostprocessOptions(keep_probs=False, likeness_colour_share=0.7))
+    assert with_wnet.timings["crf"] > 0 and with_wnet.probs.shape[0] == 0

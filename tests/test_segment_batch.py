@@ -374,3 +374,25 @@ def test_cli_segments_with_the_shipped_model_when_no_model_is_given(tmp_path, mo
     assert result.exit_code == 0, result.output
     labels = np.asarray(Image.open(tmp_path / "out" / "one.png"))
     assert labels.shape == (40, 40) and labels.min() >= 1
+
+
+def test_cli_keeps_the_soft_maps_only_when_asked_to_save_them(tmp_path, model_path, monkeypatch):
+    import wnetcli.segmentation as segmentation
+
+    seen = []
+    original = segmentation.segment_folder
+
+    def spy(inputs, model, batch_options, segment_options, **kwargs):
+        seen.append(segment_options.postprocess.keep_probs)
+        return original(inputs, model, batch_options, segment_options, **kwargs)
+
+    monkeypatch.setattr(segmentation, "segment_folder", spy)
+    monkeypatch.chdir(tmp_path)
+    _save(tmp_path / "one.png", squares_image(24))
+    common = ["segment", "one.png", "--model", str(model_path), "--device", "cpu", "--workers", "0"]
+    assert runner.invoke(app, [*common, "--out", "plain"]).exit_code == 0
+    result = runner.invoke(app, [*common, "--out", "with-probs", "--save", "probs"])
+    assert result.exit_code == 0, result.output
+    assert seen == [False, True]
+    assert np.load(tmp_path / "with-probs" / "one.probs.npy").shape[1:] == (24, 24)
+    assert np.load(tmp_path / "with-probs" / "one.probs.npy").shape[0] >= 2

@@ -47,7 +47,9 @@ def _build_method(
     # Each worker process runs its own onnxruntime session: share the cores instead of oversubscribing.
     threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
     share = wnet_share_overrides(wnet_share)
-    options = SegmentOptions(device=device, threads=threads, postprocess=PostprocessOptions(crf=crf, **share))
+    # The hierarchy needs the soft maps only through the W-Net cues; --no-merge scores their argmax.
+    post = PostprocessOptions(crf=crf, keep_probs=not merge, **share)
+    options = SegmentOptions(device=device, threads=threads, postprocess=post)
     name = (model.stem if model else "wnet") + ("" if crf else "-no-crf") + ("" if merge else "-no-merge")
     name += "" if wnet_share is None else f"-wnet-share-{wnet_share:g}"
     return SegmenterMethod(model, options, name=name, merge=merge)

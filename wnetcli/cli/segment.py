@@ -93,7 +93,14 @@ def segment(
         threads=threads,
         batch_size=batch_size,
         max_size=max_size or None,
-        postprocess=PostprocessOptions(crf=crf, crf_iterations=crf_iterations, regions=regions, level=level, **share),
+        postprocess=PostprocessOptions(
+            crf=crf,
+            crf_iterations=crf_iterations,
+            regions=regions,
+            level=level,
+            keep_probs="probs" in batch_options.save,
+            **share,
+        ),
     )
     report = _run_with_progress(inputs, model, batch_options, segment_options)
     _print_report(report)

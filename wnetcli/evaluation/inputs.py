@@ -221,6 +221,8 @@ class SegmenterMethod:
         if not self.merge:
             from skimage.measure import label
 
+            if result.probs.shape[0] == 0:
+                raise ModelError("merge=False scores the soft maps' argmax: keep_probs must be on")
             return Prediction("segs", [label(result.probs.argmax(axis=0), background=-1, connectivity=1)])
         return Prediction("ucm2", np.asarray(result.ucm2, dtype=np.float64))
 

@@ -70,7 +70,8 @@ class SegmentationResult:
         labels: (H, W) int32, labels 1..n, one label per connected region.
         ucm2: (2H+1, 2W+1) float32 in [0, 1], the ultrametric contour map of the hierarchy
             (BSDS convention: pixels at odd coordinates, boundaries between them at even ones).
-        probs: (K, H, W) float32, the CRF-smoothed soft segmentation (sums to 1 over K).
+        probs: (K, H, W) float32, the CRF-smoothed soft segmentation (sums to 1 over K);
+            (0, H, W) when ``PostprocessOptions.keep_probs`` is False.
         timings: seconds per stage: ``"inference"`` plus the post-processing's
             ``"crf"``, ``"boundaries"``, ``"hierarchy"``.
     """

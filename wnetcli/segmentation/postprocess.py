@@ -79,6 +79,10 @@ class PostprocessOptions:
             likeness_weight 0.45 raised covering ODS from 0.590 (colour alone, 0.35) to 0.614.
         regions: output about this many regions (the cut of the hierarchy with this many), or
         level: cut the ucm at this threshold in [0, 1]; both ``None``: :data:`DEFAULT_LEVEL`.
+        keep_probs: return the (CRF-smoothed) soft maps in :attr:`PostprocessResult.probs`.
+            False: the CRF runs only when a W-Net cue reads its output, and ``probs`` comes back
+            empty (K = 0); ``wnet segment`` sets it unless ``--save probs`` is given, since
+            with the default cues the CRF is otherwise ~0.1 s per image of unused work.
     """
 
     crf: bool = True
@@ -111,6 +115,7 @@ class PostprocessOptions:
     likeness_texture_share: float = 0.5
     regions: int | None = None
     level: float | None = None
+    keep_probs: bool = True
 
     def __post_init__(self) -> None:
         if self.regions is not None and self.level is not None:
@@ -270,7 +275,7 @@ def postprocess(
         raise InputError(
             "no boundary cue: colour_weight is 0 and the W-Net cue is off (probs None or wnet_weight 0)"
         )
-    if probs is not None and options.crf:
+    if probs is not None and options.crf and (use_wnet or options.keep_probs):
         began = time.perf_counter()
         probs = dense_crf(rgb, probs, options.crf_options())
         timings["crf"] = time.perf_counter() - began
@@ -301,7 +306,7 @@ def postprocess(
     labels = label(ucm2_to_labels(hierarchy.ucm2, threshold), background=0, connectivity=1).astype(np.int32)
     timings["hierarchy"] = time.perf_counter() - began
 
-    if probs is None:
+    if probs is None or not options.keep_probs:
         probs = np.zeros((0, *rgb.shape[:2]), dtype=np.float32)
     return PostprocessResult(
         labels=labels, ucm2=hierarchy.ucm2, probs=probs, threshold=threshold, timings=timings
