@@ -63,7 +63,8 @@ def wnet_share_option(prefix: str = ""):
         "--wnet-share",
         min=0.0,
         max=1.0,
-        help=prefix + "The network's share of the region likeness in merging; the rest is colour (default 0).",
+        help=prefix + "The network's share of the region likeness in merging; the rest is the image's colour "
+        "and texture (default 0).",
     )
 
 

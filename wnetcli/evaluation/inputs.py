@@ -232,8 +232,8 @@ class HierarchyMethod:
     """wnet's post-processing hierarchy on the image alone, without the network (``--method classical``).
 
     The same boundary cues (colour gradients, colour histogram gradients), superpixels and
-    merging as the W-Net pipeline, with the W-Net's parts left out: the comparison that shows
-    what the network adds.
+    merging (boundary strength, colour and texton likeness) as the W-Net pipeline, with the
+    W-Net's parts left out: the comparison that shows what the network adds.
 
     Attributes
     ----------

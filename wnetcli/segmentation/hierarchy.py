@@ -213,9 +213,12 @@ def merge_regions(
         means = totals / np.maximum(np.asarray(areas), 1.0)[:, None]
     border_share = 1.0 - descriptor_weight
 
-    def unlike(a: int, others: list[int]) -> list[float]:
-        # Half the L1 distance between region a's mean descriptor and each other's, in one go.
-        return (0.5 * np.abs(means[others] - means[a]).sum(axis=1)).tolist()
+    def unlike(first, second) -> list[float]:
+        # Half the L1 distances between the mean descriptors of regions first[i] and second[i]
+        # (either may be one region), in one go.
+        if not likeness:
+            return [0.0] * max(np.size(first), np.size(second))
+        return (0.5 * np.abs(means[first] - means[second]).sum(axis=-1)).reshape(-1).tolist()
 
     def cost(record: list, a: int, b: int, distance: float) -> float:
         value = record[0] / record[1]
@@ -230,9 +233,7 @@ def merge_regions(
     neighbours: list[dict[int, list] | None] = [{} for _ in range(len(areas))]
     stamps = count()
     heap = []
-    distances = (
-        (0.5 * np.abs(means[lo] - means[hi]).sum(axis=1)).tolist() if likeness else [0.0] * lo.size
-    )
+    distances = unlike(lo, hi)
     for e, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
         record = [float(sums[e]), int(counts[e]), [e], next(stamps)]
         neighbours[a][b] = neighbours[b][a] = record
@@ -282,7 +283,7 @@ def merge_regions(
             # The size term changed for the neighbours that were larger than the old region.
             changed.extend(c for c in na if areas[c] > grown_from)
         changed = list(set(changed))
-        distances = unlike(a, changed) if likeness and changed else [0.0] * len(changed)
+        distances = unlike(a, changed) if changed else []
         for c, distance in zip(changed, distances, strict=True):
             record = na[c]
             record[3] = next(stamps)

@@ -223,7 +223,10 @@ class Finisher:
         if probs.ndim != 3 or probs.shape[0] < 1:
             raise InputError(f"probs must be (K, h, w), got shape {probs.shape}")
         postprocess = _import_postprocess().postprocess
-        post = postprocess(resize_rgb(rgb, small), resize_probs(probs, small), self.postprocess_options)
+        options = self.postprocess_options
+        # Soft maps that the post-processing will not read are not resized (K bilinear resizes).
+        post_probs = resize_probs(probs, small) if options.reads_probs() else None
+        post = postprocess(resize_rgb(rgb, small), post_probs, options)
         timings = {"inference": inference_seconds, **post.timings}
         if small == size:
             return SegmentationResult(labels=post.labels, ucm2=post.ucm2, probs=post.probs, timings=timings)

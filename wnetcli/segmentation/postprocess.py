@@ -135,6 +135,16 @@ class PostprocessOptions:
         except ValueError as exc:
             raise InputError(str(exc)) from exc
 
+    def uses_wnet(self) -> bool:
+        """True when a W-Net cue is on: its boundaries, or its share of the region likeness."""
+        return self.wnet_weight > 0 or (self.likeness_weight > 0 and self.likeness_colour_share < 1)
+
+    def reads_probs(self) -> bool:
+        """True when :func:`postprocess` reads the soft maps at all (a W-Net cue, or
+        ``keep_probs``); otherwise it gives the same result for ``probs=None``, so callers
+        may skip computing or resizing them."""
+        return self.keep_probs or self.uses_wnet()
+
     def crf_options(self) -> CRFOptions:
         """The CRF part as :class:`.crf.CRFOptions`."""
         return CRFOptions(
@@ -214,10 +224,12 @@ def _descriptors(
 ) -> np.ndarray | None:
     """Per-pixel descriptors of the region-likeness merge term, (D, H, W), or None if it is off.
 
-    The soft segmentation (a distribution over K) weighted ``1 - share`` and soft colour
-    histograms (L, a, b, each a distribution over its bins, each weighted ``share / 3``), so
-    that half the L1 distance of two region means is a weighted total-variation distance in
-    [0, 1]. Without ``probs`` the colour part takes all the weight.
+    The soft segmentation (a distribution over K) weighted ``1 - share``, then the image part
+    ``share`` split between the texton histograms (one-hot over the textons, weighted
+    ``share * likeness_texture_share``) and the soft colour histograms (L, a, b, each a
+    distribution over its bins, sharing the rest in thirds), so that half the L1 distance of
+    two region means is a weighted total-variation distance in [0, 1]. Without ``probs`` the
+    image part takes all the weight.
     """
     if options.likeness_weight <= 0:
         return None
@@ -269,13 +281,13 @@ def postprocess(
     rgb, probs = _check_inputs(rgb, probs)
     timings = {"crf": 0.0, "boundaries": 0.0, "hierarchy": 0.0}
 
-    wnet_likeness = options.likeness_weight > 0 and options.likeness_colour_share < 1
-    use_wnet = probs is not None and (options.wnet_weight > 0 or wnet_likeness)
-    if not use_wnet and options.colour_weight == 0 and options.histogram_weight == 0:
+    use_wnet = probs is not None and options.uses_wnet()
+    if not use_wnet and options.colour_weight == 0 and options.histogram_weight == 0 and options.texture_weight == 0:
         raise InputError(
-            "no boundary cue: colour_weight is 0 and the W-Net cue is off (probs None or wnet_weight 0)"
+            "no boundary cue: the colour, histogram and texture weights are 0 and the W-Net cue is off "
+            "(probs None or wnet_weight 0)"
         )
-    if probs is not None and options.crf and (use_wnet or options.keep_probs):
+    if probs is not None and options.crf and options.reads_probs():
         began = time.perf_counter()
         probs = dense_crf(rgb, probs, options.crf_options())
         timings["crf"] = time.perf_counter() - began
