@@ -120,6 +120,7 @@ def main() -> None:
         help="end-to-end runs: post-processing threads and onnxruntime thread spinning, comma-separated",
     )
     parser.add_argument("--no-crf", action="store_true")
+    parser.add_argument("--fast", action="store_true", help="the post-processing of wnet segment --fast")
     parser.add_argument(
         "--keep-probs",
         action="store_true",
@@ -133,7 +134,7 @@ def main() -> None:
     tune_malloc()
     from wnetcli.segmentation import BatchOptions, Segmenter, SegmentOptions, segment_folder
     from wnetcli.segmentation.outputs import output_paths, write_outputs
-    from wnetcli.segmentation.postprocess import PostprocessOptions
+    from wnetcli.segmentation.postprocess import FAST_OVERRIDES, PostprocessOptions
 
     found = find_images([args.images_dir])[: args.images]
     if not found:
@@ -143,7 +144,8 @@ def main() -> None:
         (args.model, "given") if args.model else export_quarter_width(work / "q.onnx", args.k)
     )
     # As `wnet segment` runs by default: no soft maps returned, so the CRF runs only for a W-Net cue.
-    post_options = PostprocessOptions(crf=not args.no_crf, keep_probs=args.keep_probs)
+    fast = FAST_OVERRIDES if args.fast else {}
+    post_options = PostprocessOptions(crf=not args.no_crf, keep_probs=args.keep_probs, **fast)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
     decode_s, rgbs = [], []
@@ -243,7 +245,9 @@ def main() -> None:
                     "k": seg.info.k,
                     "config": seg.info.model_config,
                 },
-                "postprocess_options": {"crf": post_options.crf, "keep_probs": post_options.keep_probs},
+                "postprocess_options": {
+                    "crf": post_options.crf, "keep_probs": post_options.keep_probs, "fast": args.fast,
+                },
                 "images": {"count": len(rgbs), "sizes": sorted({f"{r.shape[1]}x{r.shape[0]}" for r in rgbs})},
                 "median_seconds_per_image": {
                     "decode": _per_image(decode_s),

@@ -119,3 +119,67 @@ def test_texton_map_of_a_flat_image_is_one_texture():
     from wnetcli.segmentation.boundaries import texton_map
 
     assert not texton_map(np.full((9, 7, 3), 50.0, dtype=np.float32)).any()
+
+
+def _random_lab(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rgb2lab(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("height", "width"), [(13, 18), (16, 16), (1, 7), (9, 1)])
+@pytest.mark.parametrize("grid", [2, 3, 4])
+def test_block_histograms_are_the_block_means_of_the_pixel_histograms(height, width, grid):
+    from wnetcli.segmentation.boundaries import lab_histograms
+    from wnetcli.segmentation.crf import block_mean
+
+    lab = _random_lab(height, width)
+    pixel = lab_histograms(lab, 6)
+    blocks = lab_histograms(lab, 6, grid)
+    assert blocks.shape == (3, 6, -(-height // grid), -(-width // grid))
+    np.testing.assert_allclose(blocks, block_mean(pixel.reshape(18, height, width), grid).reshape(blocks.shape),
+                               atol=1e-6)
+
+
+def test_histogram_gradient_from_block_histograms_equals_the_per_pixel_route():
+    from wnetcli.segmentation.boundaries import histogram_grid, lab_histogram_gradient, lab_histograms
+
+    lab = _random_lab(37, 45, seed=1)
+    lab[:, 20:] += np.float32(30.0)  # a colour edge, so the gradient has something to find
+    sigmas = (4.0, 8.0)
+    assert histogram_grid(sigmas) == 2 and histogram_grid((4.0, 6.0)) == 1 and histogram_grid((1.0,)) == 1
+    by_pixel = lab_histogram_gradient(lab_histograms(lab, 12), sigmas)
+    by_block = lab_histogram_gradient(lab_histograms(lab, 12, 2), sigmas, grid=2, shape=(37, 45))
+    assert by_block.shape == (37, 45)
+    np.testing.assert_allclose(by_block, by_pixel, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot give the gradient at sigma 2"):
+        lab_histogram_gradient(lab_histograms(lab, 12, 2), (2.0,), grid=2, shape=(37, 45))
+
+
+def test_soft_bin_positions_are_the_two_nonzero_soft_bins():
+    from wnetcli.segmentation.boundaries import soft_bin_positions, soft_bins
+
+    values = np.array([[-5.0, 0.0, 3.3, 50.0], [99.9, 100.0, 120.0, 61.25]], dtype=np.float32)
+    dense = soft_bins(values, 5, 0.0, 100.0)
+    lower, upper = soft_bin_positions(values, 5, 0.0, 100.0)
+    rebuilt = np.zeros_like(dense)
+    rows, cols = np.indices(values.shape)
+    rebuilt[lower, rows, cols] += 1 - upper
+    rebuilt[lower + 1, rows, cols] += upper
+    np.testing.assert_allclose(rebuilt, dense, atol=1e-6)
+    assert lower.min() >= 0 and lower.max() <= 3
+
+
+def test_w_net_class_mix_cue_sees_a_change_of_class_mixture_not_flicker():
+    # Left: classes 0 and 1 alternate pixel by pixel (a texture-like flicker); right: class 2.
+    probs = np.zeros((3, 40, 40), dtype=np.float32)
+    rows, cols = np.indices((40, 40))
+    flicker = (rows + cols) % 2
+    probs[0][(cols < 20) & (flicker == 0)] = 1
+    probs[1][(cols < 20) & (flicker == 1)] = 1
+    probs[2][cols >= 20] = 1
+    lab = np.full((40, 40, 3), 50.0, dtype=np.float32)
+    only = BoundaryOptions(wnet_weight=0, colour_weight=0, wnet_histogram_weight=1, histogram_sigmas=(4.0,))
+    mix = boundary_strength(lab, probs, only)
+    pixel = boundary_strength(lab, probs, BoundaryOptions(wnet_weight=1, colour_weight=0, wnet_sigma=0))
+    assert mix[10:30, 18:22].mean() > 0.5 and mix[10:30, 2:7].mean() < 0.05  # 13+ px from the seam
+    assert pixel[10:30, 4:12].mean() == 1.0  # the pixel cue fires all over the flicker

@@ -116,3 +116,18 @@ def test_the_saved_config_is_preset_then_file_then_flags(tmp_path, data, tiny_co
     result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(out), "--resume",
                                       "--config", str(tiny_config)])
     assert result.exit_code == 1 and "--resume uses the run's own config" in result.output
+
+
+def test_padding_and_init_from_flags_fine_tune_a_run(tmp_path, data, tiny_config):
+    pytest.importorskip("torch")
+    base = ["train", "--data", str(data), "--config", str(tiny_config), "--iterations", "1", *TINY_FLAGS]
+    assert CliRunner().invoke(app, [*base, "--out", str(tmp_path / "first")]).exit_code == 0
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "tuned"), "--padding", "reflect",
+                                      "--init-from", str(tmp_path / "first" / "last.pt")])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert saved["model"]["padding_mode"] == "reflect" and saved["init_from"] == str(tmp_path / "first" / "last.pt")
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "bad"), "--padding", "circular"])
+    assert result.exit_code == 1 and "padding_mode must be one of zeros, reflect" in result.output
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "bad"), "--init-from", str(tmp_path / "no.pt")])
+    assert result.exit_code == 1 and "checkpoint not found" in result.output

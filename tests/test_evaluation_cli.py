@@ -206,3 +206,25 @@ def test_wnet_share_sets_the_networks_part_of_the_region_likeness(tmp_path):
     # --no-merge scores their argmax, so it keeps them.
     assert default.options.postprocess.keep_probs is False
     assert _build_method(None, None, model, True, False, "cpu", 1).options.postprocess.keep_probs is True
+
+
+def test_fast_puts_the_hierarchy_on_the_coarser_grid(tmp_path):
+    pytest.importorskip("wnetcli.segmentation", reason="the W-Net pipeline needs onnxruntime")
+    from wnetcli.cli.evaluate import _build_method
+    from wnetcli.segmentation.postprocess import FAST_OVERRIDES
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    fast = _build_method(None, None, model, True, True, "cpu", 1, wnet_share=0.2, fast=True)
+    assert fast.name == "m-wnet-share-0.2-fast"
+    post = fast.options.postprocess
+    assert post.hierarchy_downsample == FAST_OVERRIDES["hierarchy_downsample"] == 2
+    assert post.likeness_colour_share == pytest.approx(0.8)
+    classical = _build_method(None, "classical", None, True, True, "cpu", 1, fast=True)
+    assert classical.name == "classical-fast" and classical.options.hierarchy_downsample == 2
+    assert _build_method(None, "classical", None, True, True, "cpu", 1).options is None
+    bsds = bench_tree(tmp_path / "bsds", count=2)
+    result = runner.invoke(app, ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "classical", "--fast",
+                                 "--thresholds", "5", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["images"] == 2

@@ -97,6 +97,13 @@ def test_parity_at_odd_sizes_and_batches(exported, checkpoint, batch, height, wi
     assert max_abs_difference(exported.path, wnet, height, width, batch=batch, seed=batch) < 1e-4
 
 
+def test_reflect_padded_network_exports_with_parity(tmp_path):
+    path = save_checkpoint(tmp_path / "reflect.pt", random_wnet(padding_mode="reflect"), step=1)
+    result = export_onnx(path, tmp_path / "reflect.onnx")
+    assert all(diff <= 1e-4 for diff in result.max_abs_diff.values())
+    assert max_abs_difference(result.path, load_checkpoint(path), 7, 10, batch=2, seed=3) < 1e-4
+
+
 def test_graph_signature_is_dynamic(exported):
     model = onnx.load(str(exported.path))
     (graph_input,) = model.graph.input

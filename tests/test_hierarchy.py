@@ -13,6 +13,8 @@ from wnetcli.segmentation.hierarchy import (
     edges_to_ucm2,
     merge_regions,
     threshold_for_regions,
+    upsample_labels,
+    upsample_ucm2,
     watershed_superpixels,
 )
 from wnetcli.ucm import ucm2_to_labels
@@ -181,3 +183,66 @@ def test_edges_to_ucm2_puts_borders_and_junctions_on_the_doubled_grid():
     assert ucm2[1, 2] == np.float32(0.2) and ucm2[3, 2] == 0 and ucm2[2, 3] == np.float32(0.7)
     assert ucm2[2, 2] == np.float32(0.7)  # the junction takes the max of its four borders
     np.testing.assert_array_equal(ucm2[1::2, 1::2], 0)
+
+
+def _region_graph(labels: np.ndarray) -> set[tuple[int, int]]:
+    pairs = set()
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])):
+        cross = a != b
+        pairs |= {(min(x, y), max(x, y)) for x, y in zip(a[cross].tolist(), b[cross].tolist(), strict=True)}
+    return pairs
+
+
+@pytest.mark.parametrize(
+    ("coarse", "full"), [((5, 7), (10, 14)), ((5, 7), (9, 13)), ((3, 4), (11, 9)), ((1, 1), (3, 2))]
+)
+def test_upsampled_labels_keep_the_region_graph(coarse, full):
+    rng = np.random.default_rng(sum(full))
+    labels = label(rng.integers(0, 3, coarse), connectivity=1, background=-1)
+    big = upsample_labels(labels, full)
+    assert big.shape == full
+    assert set(np.unique(big)) == set(np.unique(labels))  # no row or column skipped
+    assert _region_graph(big) == _region_graph(labels)
+    for region in np.unique(big):  # still 4-connected
+        assert label(big == region, connectivity=1).max() == 1
+    if full == (10, 14):  # an exact factor: blocks
+        np.testing.assert_array_equal(big, np.repeat(np.repeat(labels, 2, 0), 2, 1))
+    with pytest.raises(ValueError, match="smaller"):
+        upsample_labels(labels, (coarse[0] - 1 or 0, full[1]))
+
+
+@pytest.mark.parametrize("shape", [(31, 47), (32, 48), (16, 24), (40, 25)])
+def test_an_upsampled_ucm2_cuts_into_the_upsampled_regions(shape):
+    coarse = build_hierarchy(noise_strength(16, 24, seed=3), SuperpixelOptions(window=3, sigma=0))
+    big = upsample_ucm2(coarse.ucm2, shape)
+    assert big.shape == (2 * shape[0] + 1, 2 * shape[1] + 1) and big.dtype == np.float32
+    assert set(np.unique(big)) <= set(np.unique(coarse.ucm2))
+    for threshold in [0.0, *np.unique(coarse.levels)[::3]]:
+        small = ucm2_to_labels(coarse.ucm2, threshold)
+        assert same_partition(ucm2_to_labels(big, threshold), upsample_labels(small, shape))
+    with pytest.raises(ValueError, match="smaller"):
+        upsample_ucm2(coarse.ucm2, (15, 24))
+
+
+def test_sparse_descriptor_parts_sum_like_their_dense_arrays():
+    from wnetcli.segmentation.boundaries import one_hot, soft_bin_positions, soft_bins
+    from wnetcli.segmentation.hierarchy import PixelDescriptors
+
+    rng = np.random.default_rng(5)
+    superpixels = label(rng.integers(0, 4, (9, 11)), connectivity=1, background=-1).astype(np.int32)
+    values = rng.uniform(-10, 110, (9, 11)).astype(np.float32)
+    textons = rng.integers(0, 5, (9, 11))
+    probs = rng.random((3, 9, 11)).astype(np.float32)
+    sparse = PixelDescriptors([
+        ("dense", 0.2, probs),
+        ("soft_bins", 0.5, (*soft_bin_positions(values, 6, 0.0, 100.0), 6)),
+        ("labels", 0.3, (textons, 5)),
+    ])
+    dense = np.concatenate([0.2 * probs, 0.5 * soft_bins(values, 6, 0.0, 100.0), 0.3 * one_hot(textons, 5)])
+    expected = PixelDescriptors([("dense", 1.0, dense)]).region_sums(superpixels)
+    assert expected.shape == (superpixels.max(), 14)
+    np.testing.assert_allclose(sparse.region_sums(superpixels), expected, rtol=1e-5, atol=1e-5)
+    by_loop = np.stack([dense[:, superpixels == r].sum(axis=1) for r in range(1, superpixels.max() + 1)])
+    np.testing.assert_allclose(expected, by_loop, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="kind"):
+        PixelDescriptors([("sparse", 1.0, probs)])

@@ -87,7 +87,23 @@ def test_set_dropout_changes_every_dropout_layer():
 
 
 @pytest.mark.parametrize("changes", [{"k": 1}, {"base_width": 0}, {"depth": 7}, {"upsampling": "pixelshuffle"},
-                                     {"dropout": 1.0}])
+                                     {"dropout": 1.0}, {"padding_mode": "circular"}])
 def test_model_config_rejects_bad_values(changes):
     with pytest.raises(InputError):
         ModelConfig(**changes)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+def test_reflect_padding_hides_the_image_border(padding_mode):
+    # A flat image carries no position: with reflect padding (and resize-conv upsampling, which
+    # has no stride-2 pattern of its own) the soft segmentation of it is flat too; zero padding
+    # makes the border pixels differ from the middle.
+    torch.manual_seed(0)
+    model = WNet(ModelConfig(**TINY, upsampling="resize_conv", padding_mode=padding_mode)).eval()
+    with torch.no_grad():
+        probs = model.encode(torch.full((1, 3, 16, 16), 90.0))
+    spread = float((probs - probs[..., 8:9, 8:9]).abs().max())
+    if padding_mode == "reflect":
+        assert spread < 1e-5
+    else:
+        assert spread > 1e-3

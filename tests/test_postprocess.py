@@ -97,16 +97,36 @@ def test_without_the_wnet_cue_is_the_colour_only_hierarchy():
         assert not np.array_equal(on.ucm2, colour_only.ucm2), cue
 
 
+@pytest.mark.parametrize("factor", [2, 3])
+@pytest.mark.parametrize("crf", [True, False])
+def test_a_coarser_hierarchy_grid_gives_full_size_outputs(factor, crf):
+    rgb, labels, probs = four_squares(41, 57)
+    options = PostprocessOptions(crf=crf, hierarchy_downsample=factor, likeness_colour_share=0.8)
+    result = postprocess(rgb, probs, options)
+    assert result.labels.shape == labels.shape and result.ucm2.shape == (83, 115)
+    assert result.probs.shape == probs.shape
+    # The quadrant borders fall inside factor x factor blocks: they may move by up to factor - 1
+    # pixels, no more.
+    assert result.labels.max() == 4
+    found_at_centres = result.labels[[10, 10, 30, 30], [14, 42, 14, 42]]  # quadrants 0..3
+    assert np.mean(result.labels != found_at_centres[labels]) < factor * (41 + 57) / (41 * 57)
+    grid = options.superpixel_options()
+    assert grid.window == round(11 / factor) and grid.sigma == pytest.approx(1 / factor)
+    assert options.boundary_options().colour_sigmas == tuple(s / factor for s in (1.0, 2.0, 4.0))
+
+
 @pytest.mark.parametrize(("height", "width"), [(17, 23), (1, 12), (9, 1), (33, 5)])
 def test_odd_sizes(height, width):
     rng = np.random.default_rng(height * width)
     rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     probs = rng.random((3, height, width)).astype(np.float32)
     probs /= probs.sum(axis=0)
-    result = postprocess(rgb, probs, PostprocessOptions(regions=3))
-    assert result.ucm2.shape == (2 * height + 1, 2 * width + 1)
-    assert result.labels.shape == (height, width) and result.labels.min() == 1
-    assert result.labels.max() <= 3
+    for factor in (1, 2):
+        options = PostprocessOptions(regions=3, hierarchy_downsample=factor, texton_downsample=3 - factor)
+        result = postprocess(rgb, probs, options)
+        assert result.ucm2.shape == (2 * height + 1, 2 * width + 1)
+        assert result.labels.shape == (height, width) and result.labels.min() == 1
+        assert result.labels.max() <= 3
 
 
 def test_bad_inputs_and_options_raise_input_errors():
@@ -129,6 +149,12 @@ def test_bad_inputs_and_options_raise_input_errors():
         postprocess(rgb, None, PostprocessOptions(colour_weight=0, histogram_weight=0, wnet_weight=1))
     with pytest.raises(InputError, match="likeness_colour_share"):
         PostprocessOptions(likeness_colour_share=1.5)
+    with pytest.raises(InputError, match="hierarchy_downsample"):
+        PostprocessOptions(hierarchy_downsample=0)
+    with pytest.raises(InputError, match="texton_downsample"):
+        PostprocessOptions(texton_downsample=9)
+    with pytest.raises(InputError, match="texton_scales"):
+        PostprocessOptions(texton_scales=())
 
 
 def test_postprocess_does_not_import_torch():

@@ -376,14 +376,15 @@ def test_cli_segments_with_the_shipped_model_when_no_model_is_given(tmp_path, mo
     assert labels.shape == (40, 40) and labels.min() >= 1
 
 
-def test_cli_keeps_the_soft_maps_only_when_asked_to_save_them(tmp_path, model_path, monkeypatch):
+def test_cli_keeps_soft_maps_only_when_saving_them_and_fast_coarsens_the_grid(tmp_path, model_path, monkeypatch):
     import wnetcli.segmentation as segmentation
 
     seen = []
     original = segmentation.segment_folder
 
     def spy(inputs, model, batch_options, segment_options, **kwargs):
-        seen.append(segment_options.postprocess.keep_probs)
+        post = segment_options.postprocess
+        seen.append((post.keep_probs, post.hierarchy_downsample))
         return original(inputs, model, batch_options, segment_options, **kwargs)
 
     monkeypatch.setattr(segmentation, "segment_folder", spy)
@@ -393,6 +394,9 @@ def test_cli_keeps_the_soft_maps_only_when_asked_to_save_them(tmp_path, model_pa
     assert runner.invoke(app, [*common, "--out", "plain"]).exit_code == 0
     result = runner.invoke(app, [*common, "--out", "with-probs", "--save", "probs"])
     assert result.exit_code == 0, result.output
-    assert seen == [False, True]
+    result = runner.invoke(app, [*common, "--out", "fast", "--fast", "--save", "ucm"])
+    assert result.exit_code == 0, result.output
+    assert seen == [(False, 1), (True, 1), (False, 2)]
+    assert read_ucm(tmp_path / "fast" / "one.ucm.png").shape == (49, 49)
     assert np.load(tmp_path / "with-probs" / "one.probs.npy").shape[1:] == (24, 24)
     assert np.load(tmp_path / "with-probs" / "one.probs.npy").shape[0] >= 2

@@ -159,6 +159,29 @@ def test_run_folder_guards(tmp_path, data):
         train(TINY.from_dict({"optimizer": "sgd"}, base=TINY), data, tmp_path / "run", device="cpu", resume=True)
 
 
+def test_init_from_starts_at_another_runs_weights(tmp_path, data):
+    train(TINY.from_dict({"iterations": 3}, base=TINY), data, tmp_path / "source", device="cpu", threads=1)
+    source = read_checkpoint(tmp_path / "source" / "last.pt")["model"]
+    # Same layer shapes, other padding; a learning rate so small that one step cannot move a weight
+    # measurably, so the result shows where the run started.
+    tuned = TINY.from_dict(
+        {"iterations": 1, "lr": 1e-12, "padding_mode": "reflect", "init_from": str(tmp_path / "source" / "last.pt")},
+        base=TINY,
+    )
+    result = train(tuned, data, tmp_path / "tuned", device="cpu", threads=1)
+    assert (result.start_step, result.step) == (0, 1)
+    started = read_checkpoint(tmp_path / "tuned" / "last.pt")
+    assert started["model_config"]["padding_mode"] == "reflect"
+    weights = [name for name in source if name.endswith("weight")]
+    assert weights and all(torch.allclose(started["model"][n], source[n], atol=1e-9) for n in weights)
+    fresh = train(TINY.from_dict({"iterations": 1, "lr": 1e-12}, base=TINY), data, tmp_path / "fresh", device="cpu",
+                  threads=1)
+    assert fresh.step == 1
+    assert not all(torch.allclose(_weights(tmp_path / "fresh")[n], source[n], atol=1e-9) for n in weights)
+    with pytest.raises(ModelError, match="other shapes"):
+        train(tuned.from_dict({"k": 4}, base=tuned), data, tmp_path / "wrong", device="cpu", threads=1)
+
+
 def _two_region_image(rng: np.random.Generator, size: int = 32) -> np.ndarray:
     """Left and right halves of two random colours at least 80 grey levels apart, plus noise."""
     left = rng.integers(0, 256, 3)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from wnetcli.errors import InputError
 
 UPSAMPLING_MODES = ("transposed", "transposed_bilinear", "resize_conv")
+PADDING_MODES = ("zeros", "reflect")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class ModelConfig:
         skip: U-Net skip connections; False is the ablation without them.
         dropout: dropout probability after each module (changed during training by the
             schedule through :meth:`training.model.WNet.set_dropout`).
+        padding_mode: how the 3x3 convolutions pad their input: ``"zeros"`` (the paper, and
+            PyTorch's default) or ``"reflect"``. Zero padding marks the image border at every
+            scale, which lets the network give classes to image positions (corners, the top
+            strip) rather than to content; reflection hides most of that signal.
     """
 
     k: int = 20
@@ -41,6 +46,7 @@ class ModelConfig:
     upsampling: str = "transposed"
     skip: bool = True
     dropout: float = 0.0
+    padding_mode: str = "zeros"
 
     def __post_init__(self) -> None:
         if self.k < 2:
@@ -53,6 +59,8 @@ class ModelConfig:
             raise InputError(f"upsampling must be one of {', '.join(UPSAMPLING_MODES)}, got {self.upsampling!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.padding_mode not in PADDING_MODES:
+            raise InputError(f"padding_mode must be one of {', '.join(PADDING_MODES)}, got {self.padding_mode!r}")
 
     @property
     def pad_multiple(self) -> int:
@@ -110,6 +118,10 @@ class TrainConfig:
         max_side: images are downscaled once on loading so that their shorter side is at most
             this many pixels (0: never); keeps the in-memory cache and decoding cheap.
         seed: seeds the initial weights, dropout and every step's data (``seed``, step, rank).
+        init_from: a checkpoint whose W-Net weights start the run instead of the seeded random
+            ones (fine-tuning; ``""``: none). Its network must have the same layer shapes;
+            settings that do not change them (``padding_mode``, ``dropout``) may differ. The
+            optimizers start fresh at step 0.
         checkpoint_every, log_every, sample_every: cadence in steps (0: only at the end).
         workers: data-loading processes for data sets too big to hold in memory.
         cache_limit: data sets of at most this many images are decoded once into memory.
@@ -138,6 +150,7 @@ class TrainConfig:
     flip: bool = True
     max_side: int = 448
     seed: int = 0
+    init_from: str = ""
     checkpoint_every: int = 500
     log_every: int = 10
     sample_every: int = 500

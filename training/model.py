@@ -19,12 +19,13 @@ INPUT_CENTER = 127.5
 INPUT_SCALE = 127.5
 
 
-def conv3x3(in_channels: int, out_channels: int, *, separable: bool) -> nn.Module:
-    """A 3x3 convolution, padding 1; depthwise-separable (depthwise 3x3 + pointwise 1x1) if asked."""
+def conv3x3(in_channels: int, out_channels: int, *, separable: bool, padding_mode: str = "zeros") -> nn.Module:
+    """A 3x3 convolution, padding 1 (``"zeros"`` or ``"reflect"``); depthwise-separable
+    (depthwise 3x3 + pointwise 1x1) if asked."""
     if not separable:
-        return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, padding_mode=padding_mode)
     return nn.Sequential(
-        nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1, groups=in_channels),
+        nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1, groups=in_channels, padding_mode=padding_mode),
         nn.Conv2d(in_channels, out_channels, kernel_size=1),
     )
 
@@ -35,11 +36,13 @@ class Module(nn.Sequential):
     The paper puts ReLU before batch normalisation; we keep its order.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, separable: bool, dropout: float) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, *, separable: bool, dropout: float, padding_mode: str = "zeros"
+    ) -> None:
         layers: list[nn.Module] = []
         for conv_in in (in_channels, out_channels):
             layers += [
-                conv3x3(conv_in, out_channels, separable=separable),
+                conv3x3(conv_in, out_channels, separable=separable, padding_mode=padding_mode),
                 nn.ReLU(inplace=True),
                 nn.BatchNorm2d(out_channels),
             ]
@@ -98,7 +101,7 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, config: ModelConfig) -> None:
         super().__init__()
         widths = [config.base_width * 2**level for level in range(config.depth + 1)]
-        block = {"separable": config.separable, "dropout": config.dropout}
+        block = {"separable": config.separable, "dropout": config.dropout, "padding_mode": config.padding_mode}
         self.down = nn.ModuleList()
         for level, width in enumerate(widths):
             source = in_channels if level == 0 else widths[level - 1]

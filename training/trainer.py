@@ -196,6 +196,17 @@ def _check_finite(value: float, name: str, step: int) -> None:
         )
 
 
+def _load_initial_weights(model: WNet, path: str) -> None:
+    """Copy the W-Net weights of the checkpoint at ``path`` into ``model`` (fine-tuning)."""
+    source = model_from_checkpoint(read_checkpoint(path), source=path)
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as exc:
+        raise ModelError(
+            f"init_from {path} holds a network of other shapes ({source.config}) than the config ({model.config})"
+        ) from exc
+
+
 def _start_state(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[WNet, dict | None]:
     """A fresh W-Net seeded from ``config.seed``, or the one in ``run_dir/last.pt`` with its checkpoint dict."""
     checkpoint_path = run_dir / CHECKPOINT_NAME
@@ -203,7 +214,10 @@ def _start_state(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[WNet
         if checkpoint_path.exists():
             raise InputError(f"{run_dir} already holds a run ({CHECKPOINT_NAME}); resume it or choose another folder")
         torch.manual_seed(config.seed)  # the same initial weights on every process and every run
-        return WNet(config.model), None
+        model = WNet(config.model)
+        if config.init_from:
+            _load_initial_weights(model, config.init_from)
+        return model, None
     if not checkpoint_path.exists():
         raise InputError(f"nothing to resume: {checkpoint_path} does not exist")
     payload = read_checkpoint(checkpoint_path)

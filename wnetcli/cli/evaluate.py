@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from wnetcli.cli import command, console, wnet_share_option, wnet_share_overrides
+from wnetcli.cli import command, console, fast_option, postprocess_overrides, wnet_share_option
 
 
 def _build_method(
@@ -19,6 +19,7 @@ def _build_method(
     device: str,
     jobs: int,
     wnet_share: float | None = None,
+    fast: bool = False,
 ):
     """The method under evaluation, from the mutually exclusive --results / --method / --model."""
     from wnetcli.errors import InputError
@@ -30,7 +31,11 @@ def _build_method(
     if results is not None:
         return ResultsDir(results, name=results.name or "results")
     if method is not None and method.lower() == "classical":
-        return HierarchyMethod()
+        if not fast:
+            return HierarchyMethod()
+        from wnetcli.segmentation.postprocess import PostprocessOptions
+
+        return HierarchyMethod(PostprocessOptions(**postprocess_overrides(None, fast)), name="classical-fast")
     if method is not None:
         return Baseline(method.lower())
     if model is not None and not model.is_file():
@@ -46,12 +51,12 @@ def _build_method(
         ) from exc
     # Each worker process runs its own onnxruntime session: share the cores instead of oversubscribing.
     threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
-    share = wnet_share_overrides(wnet_share)
     # The hierarchy needs the soft maps only through the W-Net cues; --no-merge scores their argmax.
-    post = PostprocessOptions(crf=crf, keep_probs=not merge, **share)
+    post = PostprocessOptions(crf=crf, keep_probs=not merge, **postprocess_overrides(wnet_share, fast))
     options = SegmentOptions(device=device, threads=threads, postprocess=post)
     name = (model.stem if model else "wnet") + ("" if crf else "-no-crf") + ("" if merge else "-no-merge")
     name += "" if wnet_share is None else f"-wnet-share-{wnet_share:g}"
+    name += "-fast" if fast else ""
     return SegmenterMethod(model, options, name=name, merge=merge)
 
 
@@ -82,6 +87,7 @@ def evaluate(
         True, "--merge/--no-merge", help="W-Net pipeline: the hierarchy, or the network's argmax segments alone."
     ),
     wnet_share: float | None = wnet_share_option("W-Net pipeline: "),
+    fast: bool = fast_option("W-Net pipeline and classical: "),
     device: str = typer.Option("auto", "--device", help="W-Net pipeline: auto, cpu or cuda."),
 ) -> None:
     """Score a method on BSDS500 as the official benchmark does: boundary P/R/F (ODS, OIS, AP), covering, PRI, VI.
@@ -93,7 +99,7 @@ def evaluate(
     images = find_split(bsds, split.lower())
     if limit is not None:
         images = images[:limit]
-    chosen = _build_method(results, method, model, crf, merge, device, jobs, wnet_share)
+    chosen = _build_method(results, method, model, crf, merge, device, jobs, wnet_share, fast)
     out = out or Path(f"eval-{chosen.name}")
     options = EvaluationOptions(
         thresholds=thresholds, jobs=jobs, regions=regions, save_dir=out / "results" if save_results else None

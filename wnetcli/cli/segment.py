@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from wnetcli.cli import command, console, wnet_share_option, wnet_share_overrides
+from wnetcli.cli import command, console, fast_option, postprocess_overrides, wnet_share_option
 
 _MAX_FAILURES_SHOWN = 20
 
@@ -62,6 +62,7 @@ def segment(
         5, "--crf-iterations", min=1, help="Mean-field iterations of the CRF."
     ),
     wnet_share: float | None = wnet_share_option(""),
+    fast: bool = fast_option(),
     regions: int | None = typer.Option(None, "--regions", min=1, help="Cut the hierarchy into N regions."),
     level: float | None = typer.Option(
         None, "--level", min=0.0, max=1.0, help="Cut the hierarchy at level T."
@@ -78,7 +79,7 @@ def segment(
 
     if regions is not None and level is not None:
         raise InputError("give --regions or --level, not both")
-    share = wnet_share_overrides(wnet_share)
+    overrides = postprocess_overrides(wnet_share, fast)
     batch_options = BatchOptions(
         out_dir=out,
         save=_split_save(save),
@@ -99,7 +100,7 @@ def segment(
             regions=regions,
             level=level,
             keep_probs="probs" in batch_options.save,
-            **share,
+            **overrides,
         ),
     )
     report = _run_with_progress(inputs, model, batch_options, segment_options)

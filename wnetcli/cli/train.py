@@ -41,6 +41,12 @@ def train(
         help="Learning-rate factor of the reconstruction update (raise it if N-cut takes over).",
     ),
     seed: int | None = typer.Option(None, "--seed", min=0, help="Seed of the weights, data and dropout."),
+    padding: str | None = typer.Option(
+        None, "--padding", help="Convolution padding: zeros (the paper) or reflect (hides the image border)."
+    ),
+    init_from: Path | None = typer.Option(
+        None, "--init-from", help="Start from this checkpoint's weights (fine-tuning; fresh optimizers, step 0)."
+    ),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=0, help="Save last.pt every N steps."),
     sample_every: int | None = typer.Option(None, "--sample-every", min=0, help="Write a sample sheet every N steps."),
     workers: int | None = typer.Option(None, "--workers", min=0, help="Data-loading processes (large data sets)."),
@@ -78,7 +84,8 @@ def train(
         "iterations": iterations, "batch_size": batch_size, "size": size, "k": k, "base_width": width,
         "max_side": max_side, "lr": lr, "optimizer": optimizer,
         "ncut_weight": ncut_weight, "recon_weight": recon_weight, "seed": seed, "checkpoint_every": checkpoint_every,
-        "sample_every": sample_every, "workers": workers,
+        "sample_every": sample_every, "workers": workers, "padding_mode": padding,
+        "init_from": None if init_from is None else str(init_from),
     }
     if resume and config_file is not None:
         raise InputError("--resume uses the run's own config; give flags such as --iterations instead of --config")

@@ -16,6 +16,7 @@ them by the mean strength along their shared borders.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,6 +59,11 @@ class BoundaryOptions:
         histogram_bins: soft-histogram bins per CIELAB channel.
         texture_weight: weight of the texton histogram gradient (:func:`texture_gradient`),
             at the ``histogram_sigmas`` scales.
+        wnet_histogram_weight: weight of the W-Net's region cue: the chi-squared gradient of
+            the soft segmentation read as per-pixel histograms over the K classes, at the
+            ``histogram_sigmas`` scales (where the class mix of one side of a window differs
+            from the other's), which a class map that flickers inside a texture does not set
+            off the way it sets off the pixel cue.
         textons: number of textons (k-means clusters of filter responses) per image.
     """
 
@@ -71,13 +77,16 @@ class BoundaryOptions:
     histogram_bins: int = 12
     texture_weight: float = 0.0
     textons: int = 32
+    wnet_histogram_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        weights = (self.wnet_weight, self.colour_weight, self.histogram_weight, self.texture_weight)
+        weights = (
+            self.wnet_weight, self.colour_weight, self.histogram_weight, self.texture_weight, self.wnet_histogram_weight
+        )
         if min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(
-                "wnet_weight, colour_weight, histogram_weight and texture_weight must be >= 0 and not all 0, "
-                f"got {weights}"
+                "wnet_weight, colour_weight, histogram_weight, texture_weight and wnet_histogram_weight must be "
+                f">= 0 and not all 0, got {weights}"
             )
         if self.textons < 2:
             raise ValueError(f"textons must be at least 2, got {self.textons}")
@@ -176,6 +185,11 @@ def boundary_strength(
         The (CRF-smoothed) soft segmentation; ``None`` leaves the W-Net cue out, as does
         ``options.wnet_weight == 0``.
     options : BoundaryOptions, optional
+    histograms : (3, B, h, w) float ndarray, optional
+        ``lab_histograms(lab, options.histogram_bins, histogram_grid(options.histogram_sigmas))``
+        if already computed.
+    textons : (1, T, H, W) float ndarray, optional
+        :func:`texton_histograms` of ``lab`` if already computed (for ``texture_weight``).
 
     Returns
     -------
@@ -185,14 +199,19 @@ def boundary_strength(
     parts: list[tuple[float, np.ndarray]] = []
     if probs is not None and options.wnet_weight > 0:
         parts.append((options.wnet_weight, probability_boundaries(probs, options.wnet_sigma)))
+    if probs is not None and options.wnet_histogram_weight > 0:
+        class_mix = np.asarray(probs, dtype=np.float32)[None]  # one group of K bins
+        parts.append((options.wnet_histogram_weight, lab_histogram_gradient(class_mix, options.histogram_sigmas)))
     if options.colour_weight > 0:
         parts.append(
             (options.colour_weight, colour_gradient(lab, options.colour_sigmas, options.colour_contrast))
         )
     if options.histogram_weight > 0:
+        grid = histogram_grid(options.histogram_sigmas)
         if histograms is None:
-            histograms = lab_histograms(lab, options.histogram_bins)
-        parts.append((options.histogram_weight, lab_histogram_gradient(histograms, options.histogram_sigmas)))
+            histograms = lab_histograms(lab, options.histogram_bins, grid)
+        gradient = lab_histogram_gradient(histograms, options.histogram_sigmas, grid, lab.shape[:2])
+        parts.append((options.histogram_weight, gradient))
     if options.texture_weight > 0:
         parts.append(
             (options.texture_weight, texture_gradient(lab, options.textons, options.histogram_sigmas, textons))
@@ -226,9 +245,53 @@ def soft_bins(values: np.ndarray, n_bins: int, low: float, high: float) -> np.nd
     return out
 
 
-def lab_histograms(lab: np.ndarray, n_bins: int) -> np.ndarray:
-    """Per-pixel soft histograms of L, a and b: (3, n_bins, H, W) float32, each summing to 1 over bins."""
-    return np.stack([soft_bins(lab[..., c], n_bins, low, high) for c, (low, high) in enumerate(LAB_RANGES)])
+def soft_bin_positions(values: np.ndarray, n_bins: int, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`soft_bins` in sparse form: each value lies between two neighbouring bins.
+
+    Returns ``(lower, upper_weight)``: (H, W) int64 bin indices in [0, n_bins - 2] and (H, W)
+    float32 weights in [0, 1]; the value puts ``1 - upper_weight`` in bin ``lower`` and
+    ``upper_weight`` in bin ``lower + 1``, exactly the two non-zero entries of :func:`soft_bins`.
+    """
+    position = (np.clip(values, low, high) - low) * np.float32((n_bins - 1) / (high - low))
+    lower = np.minimum(position.astype(np.int64), n_bins - 2)
+    return lower, (position - lower).astype(np.float32)
+
+
+def lab_histograms(lab: np.ndarray, n_bins: int, grid: int = 1) -> np.ndarray:
+    """Soft histograms of L, a and b per pixel, or their means over ``grid x grid`` blocks.
+
+    ``grid > 1`` gives :func:`wnetcli.segmentation.crf.block_mean` of the per-pixel
+    histograms (edge-padded blocks) without making the full-size array: the block's pixels
+    are binned one offset at a time.
+
+    Returns (3, n_bins, ceil(H / grid), ceil(W / grid)) float32, each summing to 1 over bins.
+    """
+    if grid == 1:
+        return np.stack([soft_bins(lab[..., c], n_bins, low, high) for c, (low, high) in enumerate(LAB_RANGES)])
+    height, width = lab.shape[:2]
+    rows_out, cols_out = -(-height // grid), -(-width // grid)
+    out = np.zeros((3, n_bins, rows_out, cols_out), dtype=np.float32)
+    for i in range(grid):
+        rows = np.minimum(np.arange(rows_out) * grid + i, height - 1)  # past the edge: the edge, as padding
+        for j in range(grid):
+            cols = np.minimum(np.arange(cols_out) * grid + j, width - 1)
+            offset = lab[rows[:, None], cols[None, :]]
+            for c, (low, high) in enumerate(LAB_RANGES):
+                out[c] += soft_bins(offset[..., c], n_bins, low, high)
+    out *= np.float32(1.0 / (grid * grid))
+    return out
+
+
+def _histogram_factor(sigma: float) -> int:
+    """How much coarser than the image the histogram gradient at ``sigma`` is computed (1..4)."""
+    return int(min(4, max(1, sigma // 2)))
+
+
+def histogram_grid(sigmas: Sequence[float]) -> int:
+    """The coarsest block grid from which the histogram gradients at all ``sigmas`` can start
+    (the greatest common divisor of their factors): the ``grid`` of :func:`lab_histograms`
+    that :func:`lab_histogram_gradient` needs."""
+    return math.gcd(*(_histogram_factor(sigma) for sigma in sigmas))
 
 
 def histogram_gradient(channels: np.ndarray, sigma: float, eps: float = _HISTOGRAM_EPS) -> np.ndarray:
@@ -261,17 +324,28 @@ def histogram_gradient(channels: np.ndarray, sigma: float, eps: float = _HISTOGR
     return np.clip(largest, 0.0, 1.0).astype(np.float32)
 
 
-def lab_histogram_gradient(histograms: np.ndarray, sigmas: Sequence[float] = (4.0, 8.0)) -> np.ndarray:
+def lab_histogram_gradient(
+    histograms: np.ndarray,
+    sigmas: Sequence[float] = (4.0, 8.0),
+    grid: int = 1,
+    shape: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Brightness and colour histogram gradients, averaged over L, a, b and over the scales.
 
     Parameters
     ----------
-    histograms : (3, B, H, W) float ndarray
-        :func:`lab_histograms`.
+    histograms : (G, B, h, w) float ndarray
+        G groups of B-bin per-pixel histograms (:func:`lab_histograms`: L, a, b), at the
+        image's size or as block means on a ``grid`` times coarser grid.
     sigmas : sequence of float
-        Scales (pixels). A scale sigma >= 2 is computed on a grid ``floor(sigma / 2)`` times
-        coarser (at most 4) and upsampled bilinearly: the smoothing removes what the coarse
-        grid loses, at a fraction of the cost.
+        Scales (pixels of the image). A scale sigma >= 2 is computed on a grid
+        ``floor(sigma / 2)`` times coarser (at most 4) and upsampled bilinearly: the smoothing
+        removes what the coarse grid loses, at a fraction of the cost. Each of these factors
+        must be a multiple of ``grid`` (:func:`histogram_grid`).
+    grid : int
+        The block size of ``histograms`` (1: per pixel).
+    shape : (H, W), optional
+        The image's size; needed when ``grid > 1`` (else ``(h, w)``).
 
     Returns
     -------
@@ -280,14 +354,17 @@ def lab_histogram_gradient(histograms: np.ndarray, sigmas: Sequence[float] = (4.
     """
     from wnetcli.segmentation.crf import block_mean, upsample_linear
 
-    groups, n_bins, height, width = histograms.shape
-    flat = np.asarray(histograms, dtype=np.float32).reshape(groups * n_bins, height, width)
-    coarse: dict[int, np.ndarray] = {1: flat}
+    groups, n_bins = histograms.shape[:2]
+    height, width = shape if shape is not None else histograms.shape[2:]
+    flat = np.asarray(histograms, dtype=np.float32).reshape(groups * n_bins, *histograms.shape[2:])
+    coarse: dict[int, np.ndarray] = {grid: flat}
     total = np.zeros((height, width), dtype=np.float32)
     for sigma in sigmas:
-        factor = int(min(4, max(1, sigma // 2)))
+        factor = _histogram_factor(sigma)
+        if factor % grid:
+            raise ValueError(f"histograms on a {grid}-pixel grid cannot give the gradient at sigma {sigma}")
         if factor not in coarse:
-            coarse[factor] = block_mean(flat, factor)
+            coarse[factor] = block_mean(flat, factor // grid)
         small = coarse[factor]
         grad = sum(
             histogram_gradient(small[g * n_bins : (g + 1) * n_bins], sigma / factor) ** np.float32(_HISTOGRAM_POWER)
@@ -299,19 +376,25 @@ def lab_histogram_gradient(histograms: np.ndarray, sigmas: Sequence[float] = (4.
 
 #: Scales (pixels) of the texton filter bank: Gaussian first and second derivatives of L.
 TEXTON_SCALES = (1.0, 2.0)
-# Pixels sampled to fit the k-means of an image's filter responses (all are then assigned).
-_TEXTON_SAMPLE = 10_000
+#: Pixels sampled to fit the k-means of an image's filter responses (all are then assigned).
+TEXTON_SAMPLE = 10_000
 
 
-def texton_map(lab: np.ndarray, n_textons: int = 32, seed: int = 0) -> np.ndarray:
+def texton_map(
+    lab: np.ndarray,
+    n_textons: int = 32,
+    seed: int = 0,
+    scales: Sequence[float] = TEXTON_SCALES,
+    sample_size: int = TEXTON_SAMPLE,
+) -> np.ndarray:
     """Per-pixel texton labels: k-means clusters of the image's local filter responses.
 
     The filter bank is the five Gaussian derivatives of orders one and two of L (d/dx, d/dy,
-    d2/dx2, d2/dy2, d2/dxdy) at each scale of :data:`TEXTON_SCALES`; each pixel's response
+    d2/dx2, d2/dy2, d2/dxdy) at each of ``scales``; each pixel's response
     vector is scaled to ``log(1 + |r| / 0.03) * r / |r|`` (Malik et al.'s contrast
     normalisation, so that strong edges do not own every cluster). The clusters are fitted on
-    a fixed random sample of pixels (seeded: the same image gives the same map) and every
-    pixel gets its nearest centre.
+    a fixed random sample of ``sample_size`` pixels (seeded: the same image gives the same
+    map) and every pixel gets its nearest centre.
 
     Parameters
     ----------
@@ -320,6 +403,10 @@ def texton_map(lab: np.ndarray, n_textons: int = 32, seed: int = 0) -> np.ndarra
     n_textons : int
         Number of clusters.
     seed : int
+    scales : sequence of float
+        Gaussian scales (pixels) of the filter bank.
+    sample_size : int
+        Pixels the k-means is fitted on.
 
     Returns
     -------
@@ -331,13 +418,13 @@ def texton_map(lab: np.ndarray, n_textons: int = 32, seed: int = 0) -> np.ndarra
     orders = ((0, 1), (1, 0), (0, 2), (2, 0), (1, 1))
     responses = np.stack(
         [ndi.gaussian_filter(grey, sigma, order=order, mode="reflect") * np.float32(sigma ** sum(order))
-         for sigma in TEXTON_SCALES for order in orders],
+         for sigma in scales for order in orders],
         axis=-1,
-    ).reshape(-1, len(TEXTON_SCALES) * len(orders))
+    ).reshape(-1, len(scales) * len(orders))
     norm = np.linalg.norm(responses, axis=1, keepdims=True)
     responses *= np.log1p(norm / np.float32(0.03)) / np.maximum(norm, np.float32(1e-12))
     rng = np.random.default_rng(seed)
-    sample = responses[rng.choice(len(responses), size=min(_TEXTON_SAMPLE, len(responses)), replace=False)]
+    sample = responses[rng.choice(len(responses), size=min(sample_size, len(responses)), replace=False)]
     if not np.ptp(sample, axis=0).any():  # a flat image: one texture
         return np.zeros(grey.shape, dtype=np.int32)
     # An empty cluster (few distinct responses) keeps its start and just goes unused.
@@ -348,12 +435,18 @@ def texton_map(lab: np.ndarray, n_textons: int = 32, seed: int = 0) -> np.ndarra
     return labels.reshape(grey.shape).astype(np.int32)
 
 
-def texton_histograms(lab: np.ndarray, n_textons: int = 32) -> np.ndarray:
+def texton_histograms(
+    lab: np.ndarray, n_textons: int = 32, scales: Sequence[float] = TEXTON_SCALES, sample_size: int = TEXTON_SAMPLE
+) -> np.ndarray:
     """:func:`texton_map` as per-pixel one-hot histograms: (1, n_textons, H, W) float32."""
-    textons = texton_map(lab, n_textons)
-    one_hot = np.zeros((1, n_textons, *textons.shape), dtype=np.float32)
-    np.put_along_axis(one_hot[0], textons[None], np.float32(1.0), axis=0)
-    return one_hot
+    return one_hot(texton_map(lab, n_textons, scales=scales, sample_size=sample_size), n_textons)[None]
+
+
+def one_hot(labels: np.ndarray, n: int) -> np.ndarray:
+    """(H, W) ints in [0, n) -> (n, H, W) float32 one-hot histograms."""
+    out = np.zeros((n, *labels.shape), dtype=np.float32)
+    np.put_along_axis(out, labels[None], np.float32(1.0), axis=0)
+    return out
 
 
 def texture_gradient(

@@ -30,11 +30,14 @@ from scipy import ndimage as ndi
 
 __all__ = [
     "Hierarchy",
+    "PixelDescriptors",
     "SuperpixelOptions",
     "build_hierarchy",
     "edges_to_ucm2",
     "merge_regions",
     "threshold_for_regions",
+    "upsample_labels",
+    "upsample_ucm2",
     "watershed_superpixels",
 ]
 
@@ -57,6 +60,64 @@ class Hierarchy:
     def n_superpixels(self) -> int:
         """Number of regions at the finest level."""
         return int(self.levels.size + 1)
+
+
+@dataclass
+class PixelDescriptors:
+    """Per-pixel descriptors of the region-likeness merge term, the sparse ones kept sparse.
+
+    Each part is ``(kind, weight, data)``; a region's descriptor sum is the concatenation of
+    its parts' sums over its pixels, each times its weight:
+
+    - ``("dense", w, values)``: (C, H, W) float values (a soft segmentation, say);
+    - ``("soft_bins", w, (lower, upper_weight, n_bins))``: triangular soft histogram bins in
+      the form of :func:`wnetcli.segmentation.boundaries.soft_bin_positions`;
+    - ``("labels", w, (labels, n_labels))``: (H, W) ints in [0, n_labels), one-hot.
+
+    Summing the sparse forms with ``bincount`` costs a few passes over the pixels, where the
+    dense one-hot or soft-bin arrays would cost one per bin.
+    """
+
+    parts: list[tuple[str, float, object]]
+
+    KINDS = ("dense", "soft_bins", "labels")
+
+    def __post_init__(self) -> None:
+        for kind, _, _ in self.parts:
+            if kind not in self.KINDS:
+                raise ValueError(f"descriptor part kind must be one of {', '.join(self.KINDS)}, got {kind!r}")
+
+    def region_sums(self, superpixels: np.ndarray) -> np.ndarray:
+        """(n, D) float64: the weighted descriptor sums over each superpixel (labels 1..n)."""
+        n = int(superpixels.max())
+        regions = superpixels.ravel().astype(np.int64) - 1
+        columns = []
+        for kind, weight, data in self.parts:
+            if kind == "dense":
+                columns.append(weight * _dense_region_sums(regions, n, np.asarray(data, dtype=np.float32)))
+            elif kind == "soft_bins":
+                lower, upper_weight, n_bins = data
+                index = regions * n_bins + np.asarray(lower).ravel()
+                upper = np.asarray(upper_weight, dtype=np.float64).ravel()
+                sums = np.bincount(index, weights=1.0 - upper, minlength=n * n_bins)
+                sums += np.bincount(index + 1, weights=upper, minlength=n * n_bins)
+                columns.append(weight * sums.reshape(n, n_bins))
+            else:
+                labels, n_labels = data
+                sums = np.bincount(regions * n_labels + np.asarray(labels).ravel(), minlength=n * n_labels)
+                columns.append(weight * sums.reshape(n, n_labels).astype(np.float64))
+        return np.concatenate(columns, axis=1)
+
+
+def _dense_region_sums(regions: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    """(n, C) sums of (C, H, W) ``values`` over the 0-based ``regions`` (flat, one per pixel)."""
+    from scipy import sparse
+
+    # (n, pixels) indicator times (pixels, C) values: every sum in one pass.
+    indicator = sparse.csr_matrix(
+        (np.ones(regions.size, dtype=np.float32), (regions, np.arange(regions.size))), shape=(n, regions.size)
+    )
+    return np.asarray(indicator @ values.reshape(-1, regions.size).T, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -156,6 +217,23 @@ def _pixel_borders(superpixels: np.ndarray, strength: np.ndarray):
         edge_ids.append(ids_map)
         start = stop
     return edges // n, edges % n, sums, counts, edge_ids[0], edge_ids[1]
+
+
+def upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour enlargement of an (h, w) label map to ``shape`` (H, W), H >= h, W >= w.
+
+    Pixel (i, j) takes coarse cell ``(i * h // H, j * w // W)``; no coarse row or column is
+    skipped, so two regions touch in the result exactly when they touch in ``labels`` (the
+    region adjacency graph is unchanged) and each region stays 4-connected. For the
+    ``ceil(H / f)`` grids of :func:`wnetcli.segmentation.crf.block_mean` this is cell
+    ``(i // f, j // f)``.
+    """
+    height, width = shape
+    if height < labels.shape[0] or width < labels.shape[1]:
+        raise ValueError(f"cannot upsample {labels.shape} labels to the smaller {shape}")
+    rows = np.arange(height) * labels.shape[0] // height
+    cols = np.arange(width) * labels.shape[1] // width
+    return labels[rows[:, None], cols[None, :]]
 
 
 def merge_regions(
@@ -321,6 +399,39 @@ def edges_to_ucm2(right: np.ndarray, down: np.ndarray) -> np.ndarray:
     return ucm2
 
 
+def upsample_ucm2(ucm2: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The ucm2 of the :func:`upsample_labels` enlargement of a hierarchy to ``shape`` (H, W).
+
+    A border between two pixels of the enlarged grid that fall in different coarse pixels
+    takes the coarse border's level; one inside a coarse pixel is 0. So every cut of the
+    result is the enlarged cut of ``ucm2`` at the same threshold.
+
+    Parameters
+    ----------
+    ucm2 : (2h+1, 2w+1) float ndarray
+    shape : (H, W) with H >= h and W >= w
+
+    Returns
+    -------
+    (2H+1, 2W+1) float32 ndarray
+    """
+    height, width = shape
+    small_h, small_w = (ucm2.shape[0] - 1) // 2, (ucm2.shape[1] - 1) // 2
+    if height < small_h or width < small_w:
+        raise ValueError(f"cannot upsample a {small_h}x{small_w} ucm2 to the smaller {shape}")
+    right, down = ucm2[1:-1:2, 2:-1:2], ucm2[2:-1:2, 1:-1:2]  # (h, w-1), (h-1, w) border levels
+    rows = np.arange(height) * small_h // height
+    cols = np.arange(width) * small_w // width
+    # Full-grid pairs that straddle two coarse pixels (consecutive: upsample_labels skips none).
+    col_steps = np.flatnonzero(cols[1:] != cols[:-1])
+    row_steps = np.flatnonzero(rows[1:] != rows[:-1])
+    big_right = np.zeros((height, width - 1), dtype=np.float32)
+    big_right[:, col_steps] = right[rows[:, None], cols[col_steps][None, :]]
+    big_down = np.zeros((height - 1, width), dtype=np.float32)
+    big_down[row_steps, :] = down[rows[row_steps][:, None], cols[None, :]]
+    return edges_to_ucm2(big_right, big_down)
+
+
 def build_hierarchy(
     strength: np.ndarray, options: SuperpixelOptions | None = None, descriptors: np.ndarray | None = None
 ) -> Hierarchy:
@@ -332,7 +443,7 @@ def build_hierarchy(
         Boundary map (:func:`wnetcli.segmentation.boundaries.boundary_strength`).
     options : SuperpixelOptions, optional
         How the superpixels are made.
-    descriptors : (D, H, W) float ndarray, optional
+    descriptors : (D, H, W) float ndarray or PixelDescriptors, optional
         Per-pixel descriptors (the soft segmentation, say) for the region-likeness term of the
         merge cost (:func:`merge_regions`); used when ``options.descriptor_weight > 0``.
 
@@ -356,14 +467,9 @@ def build_hierarchy(
     region_sums = None
     weight = options.descriptor_weight if descriptors is not None else 0.0
     if weight > 0:
-        from scipy import sparse
-
-        # (n, pixels) indicator times (pixels, D) descriptors: every sum in one pass.
-        flat = superpixels.ravel() - 1
-        indicator = sparse.csr_matrix(
-            (np.ones(flat.size, dtype=np.float32), (flat, np.arange(flat.size))), shape=(n, flat.size)
-        )
-        region_sums = np.asarray(indicator @ np.asarray(descriptors, dtype=np.float32).reshape(-1, flat.size).T)
+        if not isinstance(descriptors, PixelDescriptors):
+            descriptors = PixelDescriptors([("dense", 1.0, descriptors)])
+        region_sums = descriptors.region_sums(superpixels)
     edge_levels, merge_levels = merge_regions(lo, hi, sums, counts, areas, size_scale, region_sums, weight)
     # Pixel borders inside a superpixel (id -1) vanish at level 0.
     lookup = np.append(edge_levels, np.float32(0.0))
