@@ -61,6 +61,10 @@ class ExportOptions:
         short_side: the scale ``wnet segment`` runs the network at
             (:attr:`wnetcli.model_info.ModelInfo.short_side`); ``None``: the training run's
             ``max_side``, the scale it learnt at; 0: every image at its own size.
+        tolerance: the largest |onnxruntime - PyTorch| probability difference accepted on the
+            random test images; ``None``: 1e-4 (1e-2 with ``fp16``). A confident network
+            (large logits) turns float32 rounding, about 1e-6 of the activations, into
+            larger probability differences where two classes nearly tie.
     """
 
     opset: int | None = None
@@ -70,8 +74,11 @@ class ExportOptions:
     verify_sizes: tuple[tuple[int, int], ...] | None = None
     verify_batch: int = 2
     short_side: int | None = None
+    tolerance: float | None = None
 
     def __post_init__(self) -> None:
+        if self.tolerance is not None and not 0 < self.tolerance < 1:
+            raise InputError(f"tolerance must be in (0, 1), got {self.tolerance}")
         if self.exporter not in EXPORTERS:
             raise InputError(f"exporter must be one of {', '.join(EXPORTERS)}, got {self.exporter!r}")
         if self.opset is not None:
@@ -266,7 +273,7 @@ def export_model(wnet: WNet, path: Path, info: ModelInfo, options: ExportOptions
     example = torch.rand(2, 3, 2 * multiple, 2 * multiple) * 255  # batch 2: torch.export specialises 1
     if options.fp16:
         module, example = module.half(), example.half()
-    tolerance = TOLERANCE[options.fp16]
+    tolerance = TOLERANCE[options.fp16] if options.tolerance is None else options.tolerance
     try:
         with atomic_path(path) as tmp:
             try:

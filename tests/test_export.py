@@ -181,6 +181,7 @@ def test_exporters_and_opsets(checkpoint, tmp_path, exporter, opset):
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"opset": 99}, "--opset"), ({"opset": 17, "exporter": "dynamo"}, "--opset"), ({"exporter": "jit"}, "exporter"),
+    ({"tolerance": 0.0}, "tolerance"),
 ])
 def test_bad_options(options, message):
     with pytest.raises(InputError, match=message):
@@ -192,6 +193,10 @@ def test_failed_verification_writes_nothing(checkpoint, tmp_path, monkeypatch):
     with pytest.raises(ModelError, match="differs from PyTorch"):
         export_onnx(checkpoint, tmp_path / "out" / "m.onnx", options=ExportOptions(verify_sizes=((5, 6),)))
     assert files_in(tmp_path / "out") == []
+    # An explicit tolerance replaces the (here impossible) default and is what the result reports.
+    result = export_onnx(checkpoint, tmp_path / "out" / "m.onnx",
+                         options=ExportOptions(verify_sizes=((5, 6),), tolerance=0.5))
+    assert result.tolerance == 0.5 and result.path.is_file()
 
 
 # --- the command line -------------------------------------------------------------------

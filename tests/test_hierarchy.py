@@ -246,3 +246,16 @@ def test_sparse_descriptor_parts_sum_like_their_dense_arrays():
     np.testing.assert_allclose(expected, by_loop, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="kind"):
         PixelDescriptors([("sparse", 1.0, probs)])
+
+
+def test_split_by_adds_the_borders_of_a_second_partition():
+    strength, quadrants = four_square_strength()
+    halves = np.zeros_like(quadrants)
+    halves[:, 6:] = 1  # a cut through the left quadrants, where the boundary map is flat
+    hierarchy = build_hierarchy(strength, split_by=halves)
+    assert hierarchy.n_superpixels == 6
+    assert same_partition(hierarchy.superpixels, label(quadrants * 2 + halves, connectivity=1))
+    # The added borders lie on flat strength (but for the one pixel where each meets the
+    # horizontal line): they are the first to go.
+    assert hierarchy.levels[1] < 0.05
+    assert same_partition(ucm2_to_labels(hierarchy.ucm2, 0.3), quadrants)

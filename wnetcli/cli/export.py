@@ -26,6 +26,10 @@ def export(
         None, "--short-side", min=0,
         help="Run the network on images shrunk to this shorter side (default: the training scale; 0: native).",
     ),
+    tolerance: float | None = typer.Option(
+        None, "--tolerance", min=0.0, max=1.0,
+        help="Largest accepted |onnxruntime - PyTorch| probability difference (default 1e-4; 1e-2 with --fp16).",
+    ),
 ) -> None:
     """Export the encoder of CHECKPOINT to ONNX, then check it against PyTorch.
 
@@ -33,7 +37,8 @@ def export(
 
     K, the padding multiple and the checkpoint's provenance are stored in the file.
 
-    Nothing is written if onnxruntime and PyTorch differ by more than 1e-4 (1e-2 with --fp16).
+    Nothing is written if onnxruntime and PyTorch differ by more than --tolerance (default
+    1e-4, 1e-2 with --fp16).
     """
     from rich.progress import Progress
     from rich.table import Table
@@ -43,7 +48,9 @@ def export(
     require_torch()
     from export import ExportOptions, export_onnx
 
-    options = ExportOptions(opset=opset, fp16=fp16, exporter=exporter.lower(), short_side=short_side)
+    options = ExportOptions(
+        opset=opset, fp16=fp16, exporter=exporter.lower(), short_side=short_side, tolerance=tolerance
+    )
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("exporting", total=None)
         result = export_onnx(

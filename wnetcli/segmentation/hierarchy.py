@@ -433,7 +433,10 @@ def upsample_ucm2(ucm2: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def build_hierarchy(
-    strength: np.ndarray, options: SuperpixelOptions | None = None, descriptors: np.ndarray | None = None
+    strength: np.ndarray,
+    options: SuperpixelOptions | None = None,
+    descriptors: np.ndarray | None = None,
+    split_by: np.ndarray | None = None,
 ) -> Hierarchy:
     """Superpixels, greedy merging and the ucm2 of a boundary map.
 
@@ -446,6 +449,10 @@ def build_hierarchy(
     descriptors : (D, H, W) float ndarray or PixelDescriptors, optional
         Per-pixel descriptors (the soft segmentation, say) for the region-likeness term of the
         merge cost (:func:`merge_regions`); used when ``options.descriptor_weight > 0``.
+    split_by : (H, W) int ndarray, optional
+        A second partition (the W-Net's argmax, say): the superpixels are also cut wherever
+        it changes, so its borders become candidate region borders for the merging to keep
+        or remove.
 
     Returns
     -------
@@ -460,6 +467,12 @@ def build_hierarchy(
     # Values outside [0, 1] would give ucm levels outside it.
     strength = np.clip(strength, 0.0, 1.0)
     superpixels = watershed_superpixels(strength, options)
+    if split_by is not None:
+        from skimage.measure import label
+
+        split_by = np.asarray(split_by, dtype=np.int64)
+        joint = superpixels.astype(np.int64) * (int(split_by.max()) + 1) + split_by
+        superpixels = label(joint, connectivity=1, background=-1).astype(np.int32)
     n = int(superpixels.max())
     lo, hi, sums, counts, right_ids, down_ids = _pixel_borders(superpixels, strength)
     areas = np.bincount(superpixels.ravel(), minlength=n + 1)[1:]

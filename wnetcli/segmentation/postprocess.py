@@ -51,8 +51,9 @@ DEFAULT_LEVEL = 0.35
 
 #: What ``--fast`` changes: the cues and the hierarchy on a grid twice as coarse, with the texton
 #: filters kept at 1 and 2 pixels of that grid (2 and 4 of the image; at 0.5 and 1 they lose
-#: most of the texture). On the 200 BSDS500 train images (benchmarks/tune_pipeline.py) this
-#: cost covering ODS 0.614 -> 0.611 and VI 1.549 -> 1.601, for about 2.5x less time.
+#: most of the texture; they cost a further 0.004-0.009 of covering). On the 200 BSDS500 train
+#: images (benchmarks/tune_pipeline.py, one run) it cost covering ODS 0.615 -> 0.607, PRI
+#: 0.833 -> 0.826 and VI 1.548 -> 1.616, for 0.14 instead of 0.27 s of CPU per image.
 FAST_OVERRIDES = {"hierarchy_downsample": 2, "texton_scales": (2.0, 4.0)}
 
 
@@ -73,6 +74,9 @@ class PostprocessOptions:
             and PRI at every weight tried (the network's maps change inside textures too).
         wnet_histogram_weight: weight of the soft segmentation's region cue (the chi-squared
             gradient of its class mix, :class:`.boundaries.BoundaryOptions`).
+        wnet_split: cut the watershed superpixels along the changes of the (CRF-smoothed)
+            soft segmentation's argmax too, as the paper's Algorithm 2 takes its candidate
+            boundaries from the CRF segmentation (:func:`.hierarchy.build_hierarchy`).
         colour_weight: weight of the multi-scale colour-gradient cue.
         colour_sigmas: scales (pixels) of the colour gradients.
         colour_contrast: Delta E of a step edge whose colour cue is about 0.63.
@@ -127,6 +131,7 @@ class PostprocessOptions:
     crf_radius: int = 3
     wnet_weight: float = 0.0
     wnet_histogram_weight: float = 0.0
+    wnet_split: bool = False
     colour_weight: float = 1.0
     colour_sigmas: tuple[float, ...] = (1.0, 2.0, 4.0)
     colour_contrast: float = 40.0
@@ -181,6 +186,7 @@ class PostprocessOptions:
         return (
             self.wnet_weight > 0
             or self.wnet_histogram_weight > 0
+            or self.wnet_split
             or (self.likeness_weight > 0 and self.likeness_colour_share < 1)
         )
 
@@ -382,7 +388,8 @@ def postprocess(
 
     began = time.perf_counter()
     descriptors = _descriptors(lab, cue_probs if use_wnet else None, options, textons)
-    hierarchy = build_hierarchy(strength, options.superpixel_options(), descriptors)
+    split_by = cue_probs.argmax(axis=0) if use_wnet and options.wnet_split else None
+    hierarchy = build_hierarchy(strength, options.superpixel_options(), descriptors, split_by)
     if options.regions is not None:
         threshold = threshold_for_regions(hierarchy.levels, options.regions)
     else:
