@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ROWS = [
     ("wnet default (W-Net out of the merge: --wnet-share 0)", []),
     ("wnet default with --fast (cues and hierarchy on a 2x coarser grid)", ["--fast"]),
+    ("W-Net in the merge (--wnet-share 0.1), CRF", ["--wnet-share", "0.1"]),
     ("W-Net in the merge (--wnet-share 0.2), CRF", ["--wnet-share", "0.2"]),
     ("W-Net in the merge (--wnet-share 0.2), no CRF", ["--wnet-share", "0.2", "--no-crf"]),
     ("W-Net argmax segments, CRF, no merging", ["--no-merge"]),
