@@ -145,6 +145,22 @@ def test_tune_malloc_respects_the_users_own_setting():
     assert proc.stdout.strip() == "False"
 
 
+def test_single_threaded_blas_limits_then_restores_the_blas_threads():
+    import scipy.cluster.vq  # noqa: F401  (loads the BLAS the post-processing's k-means uses)
+    from threadpoolctl import threadpool_info
+
+    from wnetcli.tuning import single_threaded_blas
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before, "scipy's BLAS should be loaded"
+    with single_threaded_blas():
+        assert blas_threads() == [1] * len(before)
+    assert blas_threads() == before
+
+
 def test_atomic_outputs_get_ordinary_permissions(tmp_path):
     import os
 

@@ -125,6 +125,23 @@ def test_serial_and_overlapped_runs_agree(tmp_path, images, model_path, workers)
     assert len(pairs) == 4
 
 
+def test_workers_given_no_soft_maps_when_none_are_read_give_the_same_outputs(tmp_path, images, model_path):
+    from dataclasses import replace
+
+    from wnetcli.segmentation.postprocess import PostprocessOptions
+
+    unread = replace(CPU, postprocess=PostprocessOptions(keep_probs=False))
+    assert not unread.postprocess.reads_probs()  # so the workers get (K, 0, 0) arrays
+    outputs = {}
+    for workers in (0, 2):
+        out = tmp_path / f"out{workers}"
+        report = segment_folder([images], model_path, BatchOptions(out_dir=out, workers=workers, save=("ucm",)), unread)
+        assert report.count("ok") == 3
+        outputs[workers] = [np.asarray(Image.open(out / name)) for name in ("a.png", "a.ucm.png", "grey.png")]
+    for serial, overlapped in zip(outputs[0], outputs[2], strict=True):
+        np.testing.assert_array_equal(serial, overlapped)
+
+
 def test_batches_group_images_of_equal_size(tmp_path, model_path, monkeypatch):
     for i in range(7):  # alternating landscape / portrait, as in BSDS
         height, width = (16, 24) if i % 2 else (24, 16)

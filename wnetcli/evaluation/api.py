@@ -29,6 +29,7 @@ from wnetcli.evaluation.regions import (
     region_counts,
     region_scores,
 )
+from wnetcli.tuning import single_threaded_blas
 from wnetcli.ucm import nested_levels, seg_to_boundary, ucm2_to_boundary, ucm2_to_labels
 
 __all__ = ["EvaluationOptions", "EvaluationResult", "ImageResult", "evaluate", "evaluate_image", "thresholds_for"]
@@ -243,6 +244,15 @@ class EvaluationResult:
     seconds: float
 
 
+_worker_blas_limit = None
+
+
+def _init_worker() -> None:
+    """Evaluation workers run with one BLAS thread (see :mod:`wnetcli.tuning`)."""
+    global _worker_blas_limit
+    _worker_blas_limit = single_threaded_blas()
+
+
 def _run(
     images: Sequence[BsdsImage], method: Method, options: EvaluationOptions, progress: Callable[[int, int], None] | None
 ) -> list[ImageResult]:
@@ -250,12 +260,13 @@ def _run(
     if progress:
         progress(0, len(images))
     if options.jobs == 1:
-        for k, image in enumerate(images):
-            results[k] = evaluate_image(image, method, options)
-            if progress:
-                progress(k + 1, len(images))
+        with single_threaded_blas():  # see wnetcli.tuning
+            for k, image in enumerate(images):
+                results[k] = evaluate_image(image, method, options)
+                if progress:
+                    progress(k + 1, len(images))
         return results
-    with ProcessPoolExecutor(max_workers=min(options.jobs, len(images))) as pool:
+    with ProcessPoolExecutor(max_workers=min(options.jobs, len(images)), initializer=_init_worker) as pool:
         futures = {pool.submit(evaluate_image, image, method, options): k for k, image in enumerate(images)}
         try:
             for done, future in enumerate(as_completed(futures), start=1):

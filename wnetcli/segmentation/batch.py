@@ -38,7 +38,7 @@ from wnetcli.errors import InputError
 from wnetcli.images import find_images, read_rgb
 from wnetcli.segmentation.outputs import UCM_FORMATS, output_paths, write_outputs
 from wnetcli.segmentation.pipeline import Finisher, Segmenter, SegmentOptions, inference_size
-from wnetcli.tuning import tune_malloc
+from wnetcli.tuning import single_threaded_blas, tune_malloc
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 SUMMARY_FIELDS = ("image", "width", "height", "regions", "seconds", "status", "message")
@@ -305,9 +305,13 @@ def _finish(finisher: Finisher, job: Job, rgb: np.ndarray, probs: np.ndarray, ti
 _worker_finisher: Finisher | None = None
 
 
+_worker_blas_limit = None
+
+
 def _init_worker(finisher: Finisher) -> None:
-    global _worker_finisher
+    global _worker_finisher, _worker_blas_limit
     _worker_finisher = finisher
+    _worker_blas_limit = single_threaded_blas()  # see wnetcli.tuning: kept for the worker's life
     if sys.platform.startswith("linux"):
         # PR_SET_PDEATHSIG (1): die with the parent, so a killed run leaves no orphan
         # workers still writing files while a rerun starts.
@@ -381,8 +385,12 @@ def run_jobs(
                 )
                 settle(index, record)
             return
+        # Soft maps the post-processing will not read are not shipped to the workers: at the
+        # network's size they are K x 320 x 480 floats (12 MB for K = 20) per image.
+        unread = not segmenter.finisher.postprocess_options.reads_probs()
         for (index, job, rgb, decode_s), p, s in zip(batch, probs, seconds, strict=True):
             timings = {"decode": decode_s, "inference": s}
+            p = p[:, :0, :0] if unread and post_pool is not None else p
             if post_pool is None:
                 settle(index, _finish(segmenter.finisher, job, rgb, p, timings))
             else:
@@ -390,6 +398,7 @@ def run_jobs(
                 # Bound the images held in memory; oldest first keeps the progress in order.
                 reap(2 * workers)
 
+    blas_limit = single_threaded_blas()  # for the post-processing done here (workers=0); restored below
     try:
         for index, job, rgb, decode_s, error in _decoded(jobs, decode_pool, options.prefetch):
             if error is not None:
@@ -406,6 +415,7 @@ def run_jobs(
             run_bucket(next(iter(buckets)))
         reap(0)
     finally:
+        blas_limit.restore_original_limits()
         for pool in (decode_pool, post_pool):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
