@@ -119,12 +119,17 @@ def colorize(labels: np.ndarray) -> np.ndarray:
     return palette[labels]
 
 
+# zlib level 1 rather than Pillow's 6: for a BSDS ucm (16-bit, 643 x 963) 16 against 26 ms
+# per write, for 47 against 34 KB; a batch tool writes several PNGs per image.
+_PNG_COMPRESS_LEVEL = 1
+
+
 # atomic_path, not atomic_open: the rename already makes a killed run leave no partial file
 # under a final name, and skipping atomic_open's fsync saves a disk flush per file (several
 # per image), which only a power cut would need.
 def _write_png(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+        Image.fromarray(array).save(tmp, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
