@@ -359,6 +359,7 @@ def run_jobs(
 
     workers = options.workers if options.workers is not None else min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
     workers = min(workers, len(jobs))  # a resumed run with little left starts few processes
+    blas_limit = single_threaded_blas()  # for the post-processing done here (workers=0); restored below
     decode_pool = ThreadPoolExecutor(1, thread_name_prefix="wnet-decode") if workers else None
     post_pool = _start_workers(segmenter.finisher, workers) if workers else None
     in_flight: deque[tuple[int, Future]] = deque()
@@ -398,7 +399,6 @@ def run_jobs(
                 # Bound the images held in memory; oldest first keeps the progress in order.
                 reap(2 * workers)
 
-    blas_limit = single_threaded_blas()  # for the post-processing done here (workers=0); restored below
     try:
         for index, job, rgb, decode_s, error in _decoded(jobs, decode_pool, options.prefetch):
             if error is not None:

@@ -50,10 +50,11 @@ DEFAULT_LEVEL = 0.35
 
 
 #: What ``--fast`` changes: the cues and the hierarchy on a grid twice as coarse, with the texton
-#: filters kept at 1 and 2 pixels of that grid (2 and 4 of the image; at 0.5 and 1 they lose
-#: most of the texture; they cost a further 0.004-0.009 of covering). On the 200 BSDS500 train
-#: images (benchmarks/tune_pipeline.py, one run) it cost covering ODS 0.615 -> 0.607, PRI
-#: 0.833 -> 0.826 and VI 1.548 -> 1.616, for 0.14 instead of 0.27 s of CPU per image.
+#: filters kept at 1 and 2 pixels of that grid (2 and 4 of the image). Scaled down with the
+#: grid, to 0.5 and 1 pixel, they lost most of the texture and a further 0.004-0.009 of
+#: covering. On the 200 BSDS500 train images (benchmarks/tune_pipeline.py, one run) this costs
+#: covering ODS 0.615 -> 0.607, PRI 0.833 -> 0.826 and VI 1.548 -> 1.616, for 0.14 instead of
+#: 0.27 s of CPU per image.
 FAST_OVERRIDES = {"hierarchy_downsample": 2, "texton_scales": (2.0, 4.0)}
 
 
