@@ -50,12 +50,13 @@ DEFAULT_LEVEL = 0.35
 
 
 #: What ``--fast`` changes: the cues and the hierarchy on a grid twice as coarse, with the texton
-#: filters kept at 1 and 2 pixels of that grid (2 and 4 of the image). Scaled down with the
-#: grid, to 0.5 and 1 pixel, they lost most of the texture and a further 0.004-0.009 of
-#: covering. On the 200 BSDS500 train images (benchmarks/tune_pipeline.py, one run) this costs
-#: covering ODS 0.615 -> 0.607, PRI 0.833 -> 0.826 and VI 1.548 -> 1.616, for 0.14 instead of
-#: 0.27 s of CPU per image.
-FAST_OVERRIDES = {"hierarchy_downsample": 2, "texton_scales": (2.0, 4.0)}
+#: filters kept at 1 and 2 pixels of that grid (2 and 4 of the image) and a 14-pixel watershed
+#: marker window (7 cells). Scaled down with the grid, to 0.5 and 1 pixel, the filters lost
+#: most of the texture and a further 0.004-0.009 of covering; the larger window made no
+#: difference to the scores and saved 14% of the time. On the 200 BSDS500 train images
+#: (benchmarks/tune_pipeline.py) this costs covering ODS 0.615 -> 0.609, PRI 0.833 -> 0.826 and
+#: VI 1.548 -> 1.609, for 0.12 s of CPU per image (the default: 0.27 s in another run).
+FAST_OVERRIDES = {"hierarchy_downsample": 2, "texton_scales": (2.0, 4.0), "superpixel_window": 14}
 
 
 @dataclass(frozen=True)
