@@ -368,6 +368,9 @@ def run_jobs(
     # batch_size images, and the fullest one when more than 2 * batch_size images wait in all.
     buckets: dict[tuple[int, int], list[tuple[int, Job, np.ndarray, float]]] = {}
     batch_size = segmenter.options.batch_size
+    # Soft maps the post-processing will not read are not shipped to the workers: at the
+    # network's size they are K x 320 x 480 floats (12 MB for K = 20) per image.
+    unread = not segmenter.finisher.postprocess_options.reads_probs()
 
     def reap(limit: int) -> None:
         while len(in_flight) > limit:
@@ -386,9 +389,6 @@ def run_jobs(
                 )
                 settle(index, record)
             return
-        # Soft maps the post-processing will not read are not shipped to the workers: at the
-        # network's size they are K x 320 x 480 floats (12 MB for K = 20) per image.
-        unread = not segmenter.finisher.postprocess_options.reads_probs()
         for (index, job, rgb, decode_s), p, s in zip(batch, probs, seconds, strict=True):
             timings = {"decode": decode_s, "inference": s}
             p = p[:, :0, :0] if unread and post_pool is not None else p

@@ -233,12 +233,17 @@ _HISTOGRAM_POWER = 0.5
 _HISTOGRAM_EPS = 0.02
 
 
+def _bin_position(values: np.ndarray, n_bins: int, low: float, high: float) -> np.ndarray:
+    """Values clipped to [low, high] on the bin scale: 0 at the first centre, n_bins - 1 at the last."""
+    return (np.clip(values, low, high) - low) * np.float32((n_bins - 1) / (high - low))
+
+
 def soft_bins(values: np.ndarray, n_bins: int, low: float, high: float) -> np.ndarray:
     """Triangular soft assignment of (H, W) values to ``n_bins`` centres evenly spread over [low, high].
 
     Returns (n_bins, H, W) float32 weights summing to 1 at every pixel.
     """
-    position = (np.clip(values, low, high) - low) * np.float32((n_bins - 1) / (high - low))
+    position = _bin_position(values, n_bins, low, high)
     out = np.empty((n_bins, *values.shape), dtype=np.float32)
     for b in range(n_bins):
         np.maximum(0.0, 1.0 - np.abs(position - b), out=out[b])
@@ -252,7 +257,7 @@ def soft_bin_positions(values: np.ndarray, n_bins: int, low: float, high: float)
     float32 weights in [0, 1]; the value puts ``1 - upper_weight`` in bin ``lower`` and
     ``upper_weight`` in bin ``lower + 1``, exactly the two non-zero entries of :func:`soft_bins`.
     """
-    position = (np.clip(values, low, high) - low) * np.float32((n_bins - 1) / (high - low))
+    position = _bin_position(values, n_bins, low, high)
     lower = np.minimum(position.astype(np.int64), n_bins - 2)
     return lower, (position - lower).astype(np.float32)
 
@@ -427,11 +432,12 @@ def texton_map(
     sample = responses[rng.choice(len(responses), size=min(sample_size, len(responses)), replace=False)]
     if not np.ptp(sample, axis=0).any():  # a flat image: one texture
         return np.zeros(grey.shape, dtype=np.int32)
-    start = _kmeans_plus_plus(sample.astype(np.float64), n_textons, rng)
+    sample = sample.astype(np.float64)
+    start = _kmeans_plus_plus(sample, n_textons, rng)
     # An empty cluster (few distinct responses) keeps its start and just goes unused.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        centres, _ = kmeans2(sample.astype(np.float64), start, iter=8, minit="matrix", missing="warn")
+        centres, _ = kmeans2(sample, start, iter=8, minit="matrix", missing="warn")
     labels, _ = vq(responses, centres.astype(np.float32))
     return labels.reshape(grey.shape).astype(np.int32)
 

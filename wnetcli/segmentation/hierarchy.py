@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
 
@@ -32,6 +33,7 @@ __all__ = [
     "Hierarchy",
     "PixelDescriptors",
     "SuperpixelOptions",
+    "block_index",
     "build_hierarchy",
     "edges_to_ucm2",
     "merge_regions",
@@ -219,20 +221,30 @@ def _pixel_borders(superpixels: np.ndarray, strength: np.ndarray):
     return edges // n, edges % n, sums, counts, edge_ids[0], edge_ids[1]
 
 
-def upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def block_index(full: int, small: int) -> np.ndarray:
+    """For each of ``full`` pixels along an axis, its cell on a grid of ``small`` cells:
+    ``i * small // full``, which is cell ``i // f`` of the ``ceil(full / f)`` block grids of
+    :func:`wnetcli.segmentation.crf.block_mean`. With ``small <= full`` it is non-decreasing,
+    steps by 0 or 1 and skips no cell, which :func:`upsample_labels` and :func:`upsample_ucm2`
+    rely on."""
+    return np.arange(full) * small // full
+
+
+def upsample_labels(
+    labels: np.ndarray, shape: tuple[int, int], index: Callable[[int, int], np.ndarray] = block_index
+) -> np.ndarray:
     """Nearest-neighbour enlargement of an (h, w) label map to ``shape`` (H, W), H >= h, W >= w.
 
-    Pixel (i, j) takes coarse cell ``(i * h // H, j * w // W)``; no coarse row or column is
-    skipped, so two regions touch in the result exactly when they touch in ``labels`` (the
-    region adjacency graph is unchanged) and each region stays 4-connected. For the
-    ``ceil(H / f)`` grids of :func:`wnetcli.segmentation.crf.block_mean` this is cell
-    ``(i // f, j // f)``.
+    Pixel (i, j) takes coarse cell ``(index(H, h)[i], index(W, w)[j])`` (:func:`block_index`
+    by default; any map with its properties will do). No coarse row or column is skipped, so
+    two regions touch in the result exactly when they touch in ``labels`` (the region
+    adjacency graph is unchanged) and each region stays 4-connected.
     """
     height, width = shape
     if height < labels.shape[0] or width < labels.shape[1]:
         raise ValueError(f"cannot upsample {labels.shape} labels to the smaller {shape}")
-    rows = np.arange(height) * labels.shape[0] // height
-    cols = np.arange(width) * labels.shape[1] // width
+    rows = index(height, labels.shape[0])
+    cols = index(width, labels.shape[1])
     return labels[rows[:, None], cols[None, :]]
 
 
@@ -399,8 +411,10 @@ def edges_to_ucm2(right: np.ndarray, down: np.ndarray) -> np.ndarray:
     return ucm2
 
 
-def upsample_ucm2(ucm2: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The ucm2 of the :func:`upsample_labels` enlargement of a hierarchy to ``shape`` (H, W).
+def upsample_ucm2(
+    ucm2: np.ndarray, shape: tuple[int, int], index: Callable[[int, int], np.ndarray] = block_index
+) -> np.ndarray:
+    """The ucm2 of the :func:`upsample_labels` enlargement (same ``index``) to ``shape`` (H, W).
 
     A border between two pixels of the enlarged grid that fall in different coarse pixels
     takes the coarse border's level; one inside a coarse pixel is 0. So every cut of the
@@ -410,19 +424,20 @@ def upsample_ucm2(ucm2: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     ----------
     ucm2 : (2h+1, 2w+1) float ndarray
     shape : (H, W) with H >= h and W >= w
+    index : callable
+        As for :func:`upsample_labels`.
 
     Returns
     -------
-    (2H+1, 2W+1) float32 ndarray
+    (2H+1, 2W+1) float32 ndarray, junctions and outer frame as :func:`edges_to_ucm2` draws them
     """
     height, width = shape
     small_h, small_w = (ucm2.shape[0] - 1) // 2, (ucm2.shape[1] - 1) // 2
     if height < small_h or width < small_w:
         raise ValueError(f"cannot upsample a {small_h}x{small_w} ucm2 to the smaller {shape}")
     right, down = ucm2[1:-1:2, 2:-1:2], ucm2[2:-1:2, 1:-1:2]  # (h, w-1), (h-1, w) border levels
-    rows = np.arange(height) * small_h // height
-    cols = np.arange(width) * small_w // width
-    # Full-grid pairs that straddle two coarse pixels (consecutive: upsample_labels skips none).
+    rows, cols = index(height, small_h), index(width, small_w)
+    # Full-grid pairs that straddle two coarse pixels (consecutive: the index skips none).
     col_steps = np.flatnonzero(cols[1:] != cols[:-1])
     row_steps = np.flatnonzero(rows[1:] != rows[:-1])
     big_right = np.zeros((height, width - 1), dtype=np.float32)

@@ -150,34 +150,20 @@ def nearest_index(full: int, small: int) -> np.ndarray:
 
 
 def upscale_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour upscaling of an (h, w) label map to ``size`` = (H, W); regions stay connected."""
-    rows = nearest_index(size[0], labels.shape[0])
-    cols = nearest_index(size[1], labels.shape[1])
-    return labels[rows[:, None], cols[None, :]]
+    """Nearest-neighbour upscaling of an (h, w) label map to ``size`` = (H, W), centre-aligned
+    as PIL resizes (:func:`nearest_index`); regions stay connected."""
+    from wnetcli.segmentation.hierarchy import upsample_labels
+
+    return upsample_labels(labels, size, index=nearest_index)
 
 
 def upscale_ucm2(ucm2: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Map a (2h+1, 2w+1) ucm2 onto the (2H+1, 2W+1) grid of the label map :func:`upscale_labels` makes.
+    """Map a (2h+1, 2w+1) ucm2 onto the (2H+1, 2W+1) grid of the label map :func:`upscale_labels`
+    makes, so that a threshold of the result gives exactly the upscaled regions of the same
+    threshold of ``ucm2`` (:func:`wnetcli.segmentation.hierarchy.upsample_ucm2`)."""
+    from wnetcli.segmentation.hierarchy import upsample_ucm2
 
-    Two neighbouring full-size pixels that come from two neighbouring small pixels get the
-    small ucm2's value between those; pixels from the same small pixel get 0. Boundary
-    junctions (even, even) take the largest of their four edges. So a threshold of the result
-    gives exactly the upscaled regions of the same threshold of ``ucm2``.
-    """
-    height, width = size
-    small_h, small_w = (ucm2.shape[0] - 1) // 2, (ucm2.shape[1] - 1) // 2
-    rows, cols = nearest_index(height, small_h), nearest_index(width, small_w)
-    out = np.zeros((2 * height + 1, 2 * width + 1), dtype=np.float32)
-    # edge between (i, j) and (i, j+1) sits at [2i+1, 2j+2]; between (i, j) and (i+1, j) at [2i+2, 2j+1]
-    steps = cols[1:] != cols[:-1]
-    out[1::2, 2:-1:2] = np.where(steps[None, :], ucm2[2 * rows[:, None] + 1, 2 * cols[None, :-1] + 2], 0)
-    steps = rows[1:] != rows[:-1]
-    out[2:-1:2, 1::2] = np.where(steps[:, None], ucm2[2 * rows[:-1, None] + 2, 2 * cols[None, :] + 1], 0)
-    junctions = out[2:-1:2, 2:-1:2]
-    np.maximum.reduce(
-        [out[1:-2:2, 2:-1:2], out[3::2, 2:-1:2], out[2:-1:2, 1:-2:2], out[2:-1:2, 3::2]], out=junctions
-    )
-    return out
+    return upsample_ucm2(ucm2, size, index=nearest_index)
 
 
 def _import_postprocess():
