@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from wnetcli.images import find_images, read_rgb  # noqa: E402
 from wnetcli.model_info import ModelInfo  # noqa: E402
-from wnetcli.tuning import tune_malloc  # noqa: E402
+from wnetcli.tuning import single_threaded_blas, tune_malloc  # noqa: E402
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "bsds500" / "images" / "val"
 
@@ -101,6 +102,15 @@ def _per_image(seconds: list[float]) -> float:
     return statistics.median(seconds) if seconds else float("nan")
 
 
+def _parse_config(text: str, default_threads: int | None) -> tuple[int, str, int | None, int | None]:
+    """``"WORKERS:SPIN[:THREADS[:STREAMS]]"`` -> (workers, "spin" or "nospin", threads, streams)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3, 4) or parts[1] not in ("spin", "nospin"):
+        raise SystemExit(f"--configs: expected WORKERS:spin|nospin[:THREADS[:STREAMS]], got {text!r}")
+    threads = int(parts[2]) if len(parts) > 2 and parts[2] else default_threads
+    return int(parts[0]), parts[1], threads, int(parts[3]) if len(parts) > 3 else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -117,7 +127,10 @@ def main() -> None:
     parser.add_argument(
         "--configs",
         default="0:nospin,1:nospin,2:nospin,1:spin",
-        help="end-to-end runs: post-processing threads and onnxruntime thread spinning, comma-separated",
+        help="end-to-end runs, comma-separated: WORKERS:SPIN[:THREADS[:STREAMS]], post-processing "
+        "processes, onnxruntime thread spinning (spin/nospin), onnxruntime threads per call (default: "
+        "--threads, else wnet segment's choice) and inference calls at once (default: wnet segment's "
+        "choice); the inference-alone figures use --threads and one call at a time",
     )
     parser.add_argument("--no-crf", action="store_true")
     parser.add_argument("--fast", action="store_true", help="the post-processing of wnet segment --fast")
@@ -134,6 +147,7 @@ def main() -> None:
     tune_malloc()
     from wnetcli.segmentation import BatchOptions, Segmenter, SegmentOptions, segment_folder
     from wnetcli.segmentation.outputs import output_paths, write_outputs
+    from wnetcli.segmentation.pipeline import folder_options
     from wnetcli.segmentation.postprocess import FAST_OVERRIDES, PostprocessOptions
 
     found = find_images([args.images_dir])[: args.images]
@@ -178,12 +192,29 @@ def main() -> None:
         str(b): {"seconds_per_image": min(v), "images_per_second": 1.0 / min(v), "all_passes": v}
         for b, v in passes.items()
     }
+    # Inference alone as `wnet segment` runs it: `streams` calls of one image at once, each on
+    # its share of the cores (folder_options), and no post-processing beside it.
+    runner_options = folder_options(SegmentOptions(device=args.device, threads=args.threads, postprocess=post_options))
+    runner = Segmenter(model_path, runner_options)
+    runner.predict(rgbs[:2])
+    concurrent: list[float] = []
+    with ThreadPoolExecutor(runner.streams) as pool:
+        for _ in range(args.repeats):
+            began = time.perf_counter()
+            list(pool.map(lambda rgb: runner.predict([rgb]), rgbs))
+            concurrent.append((time.perf_counter() - began) / len(rgbs))
+    inference[f"1, {runner.streams} calls at once x {runner_options.threads} threads"] = {
+        "seconds_per_image": min(concurrent), "images_per_second": 1.0 / min(concurrent), "all_passes": concurrent,
+    }
     seg = segmenters[batch_sizes[0]]
 
     stages: dict[str, list[float]] = {}
     write_s = []
     for (_, relative), rgb, p in zip(found, rgbs, probs, strict=True):
-        result = seg.finish(rgb, p)
+        # One BLAS thread, as `wnet segment` post-processes (its workers, and workers=0 too):
+        # OpenBLAS's idle threads would otherwise spin through the k-means (wnetcli.tuning).
+        with single_threaded_blas():
+            result = seg.finish(rgb, p)
         for stage, seconds in result.timings.items():
             if stage != "inference":
                 stages.setdefault(stage, []).append(seconds)
@@ -192,8 +223,11 @@ def main() -> None:
         write_s.append(time.perf_counter() - began)
     post_total = [sum(parts) for parts in zip(*stages.values(), strict=True)]
 
-    configs = [item.split(":") for item in args.configs.split(",")]
-    e2e_passes: dict[str, list[float]] = {f"workers={w},{spin}": [] for w, spin in configs}
+    configs = [_parse_config(item, args.threads) for item in args.configs.split(",")]
+    e2e_passes: dict[str, list[float]] = {
+        f"workers={w},{spin}" + (f",threads={t}" if t != args.threads else "") + (f",streams={n}" if n else ""): []
+        for w, spin, t, n in configs
+    }
     # Untimed warm-up: starts the worker processes' fork server (it imports the post-processing
     # modules once per process, not per run).
     segment_folder(
@@ -203,15 +237,16 @@ def main() -> None:
         SegmentOptions(device=args.device, threads=args.threads, postprocess=post_options),
     )
     for _ in range(args.repeats):
-        for (workers, spin), seconds in zip(configs, e2e_passes.values(), strict=True):
-            options = BatchOptions(out_dir=work / "e2e", save=("ucm",), overwrite=True, workers=int(workers))
+        for (workers, spin, threads, streams), seconds in zip(configs, e2e_passes.values(), strict=True):
+            options = BatchOptions(out_dir=work / "e2e", save=("ucm",), overwrite=True, workers=workers)
             report = segment_folder(
                 [source for source, _ in found],
                 model_path,
                 options,
                 SegmentOptions(
                     device=args.device,
-                    threads=args.threads,
+                    threads=threads,
+                    streams=streams,
                     spinning=spin == "spin",
                     postprocess=post_options,
                 ),
@@ -227,7 +262,8 @@ def main() -> None:
         for name, v in e2e_passes.items()
     }
 
-    infer_1 = inference[str(batch_sizes[0])]["seconds_per_image"]
+    # The denominator of both ratios: the fastest way found to run the network alone.
+    infer_1 = min(v["seconds_per_image"] for v in inference.values())
     best_e2e = min(v["seconds_per_image"] for v in end_to_end.values())
     print(
         json.dumps(

@@ -121,6 +121,54 @@ def test_texton_map_of_a_flat_image_is_one_texture():
     assert not texton_map(np.full((9, 7, 3), 50.0, dtype=np.float32)).any()
 
 
+@pytest.mark.parametrize("shape", [(3, 2, 5), (2, 7, 2), (4, 9, 13), (3, 1, 6), (3, 6, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_central_difference_is_numpy_gradient_bit_for_bit(shape, dtype):
+    from wnetcli.segmentation.boundaries import central_difference
+
+    values = np.random.default_rng(1).normal(size=shape).astype(dtype)
+    for axis in (1, 2):
+        expected = np.gradient(values, axis=axis) if shape[axis] > 1 else np.zeros_like(values)
+        got = central_difference(values, axis)
+        assert got.dtype == values.dtype
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_texton_filter_bank_is_gaussian_filter_bit_for_bit():
+    from scipy import ndimage as ndi
+
+    from wnetcli.segmentation.boundaries import _DERIVATIVE_ORDERS, _derivative_responses
+
+    grey = np.random.default_rng(2).random((23, 31), dtype=np.float32)
+    scales = (1.0, 2.0)
+    expected = [
+        ndi.gaussian_filter(grey, sigma, order=order, mode="reflect") * np.float32(sigma ** sum(order))
+        for sigma in scales
+        for order in _DERIVATIVE_ORDERS
+    ]
+    np.testing.assert_array_equal(_derivative_responses(grey, scales), np.stack(expected))
+
+
+def test_nearest_centre_and_cluster_means_are_scipys_kmeans_steps():
+    from scipy.cluster.vq import vq
+
+    from wnetcli.segmentation.boundaries import _cluster_means, _nearest_centre
+
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(5000, 10)).astype(np.float32)
+    centres = rng.normal(size=(16, 10)).astype(np.float32)
+    centres[5] = 40.0  # far from every point: no member
+    labels = _nearest_centre(points, centres, chunk=1000)  # several chunks
+    np.testing.assert_array_equal(labels, vq(points, centres)[0])
+    assert 5 not in labels
+    moved = _cluster_means(points.astype(np.float64), labels, centres.astype(np.float64))
+    for c in range(16):
+        members = points[labels == c]
+        # A centre with no point stays where it was; the others go to their points' mean.
+        expected = centres[c] if c == 5 else members.astype(np.float64).mean(axis=0)
+        np.testing.assert_allclose(moved[c], expected, rtol=1e-10, atol=1e-12)
+
+
 def _random_lab(height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rgb2lab(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).astype(np.float32)

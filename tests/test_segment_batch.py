@@ -142,6 +142,49 @@ def test_workers_given_no_soft_maps_when_none_are_read_give_the_same_outputs(tmp
         np.testing.assert_array_equal(serial, overlapped)
 
 
+@pytest.mark.parametrize("streams", [1, 3])
+def test_several_inference_calls_at_once_give_the_same_outputs_in_order(tmp_path, images, model_path, streams):
+    from dataclasses import replace
+
+    outputs = {}
+    for workers, options in ((0, CPU), (2, replace(CPU, streams=streams))):
+        out = tmp_path / f"out{workers}"
+        report = segment_folder(
+            [images], model_path, BatchOptions(out_dir=out, workers=workers, recursive=True, save=("ucm", "probs")),
+            options,
+        )
+        assert [r.image for r in report.records] == ["a.png", "broken.jpg", "grey.png", "rgba.png", "sub/b.bmp"]
+        outputs[workers] = [
+            np.asarray(Image.open(out / name)) for name in ("a.png", "a.ucm.png", "grey.png", "rgba.png", "sub/b.png")
+        ] + [np.load(out / "a.probs.npy")]
+    for serial, concurrent in zip(outputs[0], outputs[2], strict=True):
+        np.testing.assert_array_equal(serial, concurrent)
+
+
+def test_folder_options_share_the_cores_among_inference_calls_on_the_cpu(monkeypatch):
+    import wnetcli.segmentation.runtime as runtime
+    from wnetcli.segmentation.pipeline import AUTO_STREAMS, folder_options
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    cpu = folder_options(SegmentOptions(device="cpu"))
+    assert (cpu.streams, cpu.threads) == (AUTO_STREAMS, 8 // AUTO_STREAMS)
+    assert folder_options(SegmentOptions(device="cpu", threads=3)).threads == 3  # given: kept
+    assert folder_options(SegmentOptions(device="cpu", streams=4)).threads == 2
+    given = SegmentOptions(device="cpu", streams=1, threads=8)
+    assert folder_options(given) == given
+    cuda = folder_options(SegmentOptions(device="cuda"))
+    assert (cuda.streams, cuda.threads) == (1, None)  # one call at a time on a GPU
+    monkeypatch.setattr(runtime, "cuda_driver_present", lambda: False)
+    assert folder_options(SegmentOptions(device="auto")).streams == AUTO_STREAMS
+    monkeypatch.setattr(runtime, "cuda_driver_present", lambda: True)
+    assert folder_options(SegmentOptions(device="auto")).streams == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    single = folder_options(SegmentOptions(device="cpu"))
+    assert (single.streams, single.threads) == (1, 1)
+    with pytest.raises(InputError, match="streams"):
+        SegmentOptions(streams=0)
+
+
 def test_batches_group_images_of_equal_size(tmp_path, model_path, monkeypatch):
     for i in range(7):  # alternating landscape / portrait, as in BSDS
         height, width = (16, 24) if i % 2 else (24, 16)

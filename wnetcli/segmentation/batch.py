@@ -37,7 +37,7 @@ from wnetcli.atomic import atomic_write_text
 from wnetcli.errors import InputError
 from wnetcli.images import find_images, read_rgb
 from wnetcli.segmentation.outputs import UCM_FORMATS, output_paths, write_outputs
-from wnetcli.segmentation.pipeline import Finisher, Segmenter, SegmentOptions, inference_size
+from wnetcli.segmentation.pipeline import Finisher, Segmenter, SegmentOptions, folder_options, inference_size
 from wnetcli.tuning import single_threaded_blas, tune_malloc
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
@@ -362,7 +362,12 @@ def run_jobs(
     blas_limit = single_threaded_blas()  # for the post-processing done here (workers=0); restored below
     decode_pool = ThreadPoolExecutor(1, thread_name_prefix="wnet-decode") if workers else None
     post_pool = _start_workers(segmenter.finisher, workers) if workers else None
-    in_flight: deque[tuple[int, Future]] = deque()
+    # With workers, inference runs in `streams` threads (onnxruntime releases the GIL), each
+    # call on its own images, while this thread decodes and collects; without, all runs here.
+    streams = segmenter.streams if workers else 0
+    infer_pool = ThreadPoolExecutor(streams, thread_name_prefix="wnet-infer") if streams else None
+    # Oldest first: futures of an inference call's [(index, record or post-processing future)].
+    in_flight: deque[Future] = deque()
     # Decoded images wait in one bucket per inference size, so that a batch is full even when
     # sizes alternate (BSDS has landscape and portrait images); a bucket is run when it holds
     # batch_size images, and the fullest one when more than 2 * batch_size images wait in all.
@@ -372,32 +377,43 @@ def run_jobs(
     # network's size they are K x 320 x 480 floats (12 MB for K = 20) per image.
     unread = not segmenter.finisher.postprocess_options.reads_probs()
 
+    def settle_all(outcomes: list[tuple[int, ImageRecord | Future]]) -> None:
+        for index, outcome in outcomes:
+            settle(index, outcome.result() if isinstance(outcome, Future) else outcome)
+
     def reap(limit: int) -> None:
         while len(in_flight) > limit:
-            index, future = in_flight.popleft()
-            settle(index, future.result())
+            settle_all(in_flight.popleft().result())
 
-    def run_bucket(key: tuple[int, int]) -> None:
-        batch = buckets.pop(key)
+    def infer(batch: list[tuple[int, Job, np.ndarray, float]]) -> list[tuple[int, ImageRecord | Future]]:
+        # Runs in an inference thread (or here): touches no state of this function but the pools.
         try:
             probs, seconds = segmenter.predict([rgb for _, _, rgb, _ in batch])
         except Exception as exc:  # e.g. an image too large for memory: fail this batch only
-            for index, job, rgb, _ in batch:
-                h, w = rgb.shape[:2]
-                record = ImageRecord(
-                    job.relative.as_posix(), job.source, FAILED, w, h, message=_describe(exc)
-                )
-                settle(index, record)
-            return
+            return [
+                (index, ImageRecord(
+                    job.relative.as_posix(), job.source, FAILED, rgb.shape[1], rgb.shape[0], message=_describe(exc)
+                ))
+                for index, job, rgb, _ in batch
+            ]
+        outcomes: list[tuple[int, ImageRecord | Future]] = []
         for (index, job, rgb, decode_s), p, s in zip(batch, probs, seconds, strict=True):
             timings = {"decode": decode_s, "inference": s}
-            p = p[:, :0, :0] if unread and post_pool is not None else p
             if post_pool is None:
-                settle(index, _finish(segmenter.finisher, job, rgb, p, timings))
+                outcomes.append((index, _finish(segmenter.finisher, job, rgb, p, timings)))
             else:
-                in_flight.append((index, post_pool.submit(_finish_in_worker, job, rgb, p, timings)))
-                # Bound the images held in memory; oldest first keeps the progress in order.
-                reap(2 * workers)
+                p = p[:, :0, :0] if unread else p
+                outcomes.append((index, post_pool.submit(_finish_in_worker, job, rgb, p, timings)))
+        return outcomes
+
+    def run_bucket(key: tuple[int, int]) -> None:
+        batch = buckets.pop(key)
+        if infer_pool is None:
+            settle_all(infer(batch))
+        else:
+            in_flight.append(infer_pool.submit(infer, batch))
+            # Bound the images held in memory; oldest first keeps the progress in order.
+            reap(2 * workers + streams)
 
     try:
         for index, job, rgb, decode_s, error in _decoded(jobs, decode_pool, options.prefetch):
@@ -416,7 +432,8 @@ def run_jobs(
         reap(0)
     finally:
         blas_limit.restore_original_limits()
-        for pool in (decode_pool, post_pool):
+        # The inference threads first: they may still hand work to the post-processing pool.
+        for pool in (infer_pool, decode_pool, post_pool):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
     return [record for record in records if record is not None]
@@ -482,6 +499,9 @@ def segment_folder(
     began = time.perf_counter()
     tune_malloc()
     plan = plan_batch(inputs, options)
+    segment_options = segment_options or SegmentOptions()
+    if options.workers != 0:  # inference overlaps the post-processing: several calls at once
+        segment_options = folder_options(segment_options)
     segmenter = Segmenter(model_path, segment_options)
     Path(options.out_dir).mkdir(parents=True, exist_ok=True)
     _write_run_config(segmenter, options)

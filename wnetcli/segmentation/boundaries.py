@@ -17,7 +17,6 @@ them by the mean strength along their shared borders.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -131,6 +130,34 @@ def probability_boundaries(probs: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
+def central_difference(values: np.ndarray, axis: int) -> np.ndarray:
+    """``np.gradient(values, axis=axis)`` bit for bit (central differences, one-sided at the two
+    ends), and zeros along an axis of length 1, where np.gradient raises.
+
+    Written out as three in-place subtractions because np.gradient's general code path took
+    about ten times as long on these arrays (measured: 6.4 against 0.6 ms on a (12, 161, 241)
+    float32 stack), and it runs a dozen times per image.
+    """
+    out = np.empty_like(values)
+    length = values.shape[axis]
+    if length < 2:
+        out.fill(0)
+        return out
+
+    def part(start, stop):
+        index = [slice(None)] * values.ndim
+        index[axis] = slice(start, stop)
+        return tuple(index)
+
+    inner = out[part(1, -1)]
+    np.subtract(values[part(2, None)], values[part(None, -2)], out=inner)
+    inner *= np.asarray(0.5, dtype=values.dtype)  # exact, as np.gradient's division by 2
+    np.subtract(values[part(1, 2)], values[part(0, 1)], out=out[part(0, 1)])
+    last, before_last = part(length - 1, length), part(length - 2, length - 1)
+    np.subtract(values[last], values[before_last], out=out[last])
+    return out
+
+
 def colour_gradient(
     lab: np.ndarray, sigmas: Sequence[float] = (1.0, 2.0, 4.0), contrast: float = 40.0
 ) -> np.ndarray:
@@ -160,9 +187,7 @@ def colour_gradient(
         # Smoothing then central differences costs half as much as two derivative-of-Gaussian
         # filters per channel; a 3-sigma kernel keeps 99.7% of the weight.
         smooth = ndi.gaussian_filter(channels, (0, sigma, sigma), mode="nearest", truncate=3.0)
-        dy, dx = (
-            np.gradient(smooth, axis=a) if smooth.shape[a] > 1 else np.zeros_like(smooth) for a in (1, 2)
-        )
+        dy, dx = (central_difference(smooth, axis) for axis in (1, 2))
         total += np.sqrt((dy * dy + dx * dx).sum(axis=0)) * np.float32(sigma / _STEP_PEAK)
     total /= len(sigmas)
     return (1.0 - np.exp(-total / contrast)).astype(np.float32)
@@ -319,8 +344,7 @@ def histogram_gradient(channels: np.ndarray, sigma: float, eps: float = _HISTOGR
            half-disc histogram gradients this approximates).
     """
     smooth = ndi.gaussian_filter(channels, (0, sigma, sigma), mode="nearest", truncate=2.5)
-    dy = np.gradient(smooth, axis=1) if smooth.shape[1] > 1 else np.zeros_like(smooth)
-    dx = np.gradient(smooth, axis=2) if smooth.shape[2] > 1 else np.zeros_like(smooth)
+    dy, dx = (central_difference(smooth, axis) for axis in (1, 2))
     weight = np.float32((sigma * np.sqrt(2 * np.pi)) ** 2 / 4) / (smooth + np.float32(eps))
     a = np.einsum("bij,bij,bij->ij", dx, dx, weight)
     b = np.einsum("bij,bij,bij->ij", dx, dy, weight)
@@ -417,29 +441,69 @@ def texton_map(
     -------
     (H, W) int32 ndarray of labels in [0, n_textons)
     """
-    from scipy.cluster.vq import kmeans2, vq
-
     grey = np.asarray(lab[..., 0], dtype=np.float32) / np.float32(100.0)
-    orders = ((0, 1), (1, 0), (0, 2), (2, 0), (1, 1))
-    responses = np.stack(
-        [ndi.gaussian_filter(grey, sigma, order=order, mode="reflect") * np.float32(sigma ** sum(order))
-         for sigma in scales for order in orders],
-        axis=-1,
-    ).reshape(-1, len(scales) * len(orders))
-    norm = np.linalg.norm(responses, axis=1, keepdims=True)
+    # (D, pixels): one contiguous row per filter, so that no step writes or reads with a stride.
+    responses = _derivative_responses(grey, scales).reshape(len(scales) * len(_DERIVATIVE_ORDERS), -1)
+    norm = np.sqrt(np.einsum("dn,dn->n", responses, responses))
     responses *= np.log1p(norm / np.float32(0.03)) / np.maximum(norm, np.float32(1e-12))
     rng = np.random.default_rng(seed)
-    sample = responses[rng.choice(len(responses), size=min(sample_size, len(responses)), replace=False)]
+    sample = responses[:, rng.choice(responses.shape[1], size=min(sample_size, responses.shape[1]), replace=False)].T
     if not np.ptp(sample, axis=0).any():  # a flat image: one texture
         return np.zeros(grey.shape, dtype=np.int32)
     sample = sample.astype(np.float64)
-    start = _kmeans_plus_plus(sample, n_textons, rng)
-    # An empty cluster (few distinct responses) keeps its start and just goes unused.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        centres, _ = kmeans2(sample, start, iter=8, minit="matrix", missing="warn")
-    labels, _ = vq(responses, centres.astype(np.float32))
-    return labels.reshape(grey.shape).astype(np.int32)
+    centres = _kmeans_plus_plus(sample, n_textons, rng)
+    for _ in range(_KMEANS_ITERATIONS):
+        centres = _cluster_means(sample, _nearest_centre(sample, centres), centres)
+    return _nearest_centre(responses.T, centres.astype(np.float32)).reshape(grey.shape).astype(np.int32)
+
+
+#: The filter bank's derivative orders (rows, columns): d/dx, d/dy, d2/dx2, d2/dy2, d2/dxdy.
+_DERIVATIVE_ORDERS = ((0, 1), (1, 0), (0, 2), (2, 0), (1, 1))
+#: Lloyd iterations of the texton k-means after its k-means++ start.
+_KMEANS_ITERATIONS = 8
+
+
+def _derivative_responses(grey: np.ndarray, scales: Sequence[float]) -> np.ndarray:
+    """(S * 5, H, W) float32: ``ndi.gaussian_filter(grey, s, order=o) * s ** sum(o)`` for each
+    scale s and order o of :data:`_DERIVATIVE_ORDERS`, bit for bit, with the row passes shared:
+    gaussian_filter filters the rows first, and the five orders need only three row filters."""
+    out = np.empty((len(scales) * len(_DERIVATIVE_ORDERS), *grey.shape), dtype=np.float32)
+    for s, sigma in enumerate(scales):
+        by_rows = {
+            order: ndi.gaussian_filter1d(grey, sigma, axis=0, order=order, mode="reflect") for order in (0, 1, 2)
+        }
+        for o, (row_order, col_order) in enumerate(_DERIVATIVE_ORDERS):
+            plane = out[s * len(_DERIVATIVE_ORDERS) + o]
+            ndi.gaussian_filter1d(by_rows[row_order], sigma, axis=1, order=col_order, mode="reflect", output=plane)
+            plane *= np.float32(sigma ** (row_order + col_order))
+    return out
+
+
+def _nearest_centre(points: np.ndarray, centres: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """(n,) int index of the nearest of (k, D) ``centres`` (squared Euclidean) for (n, D) ``points``
+    (C- or Fortran-ordered).
+
+    ``|p - c|^2 = |p|^2 - 2 p.c + |c|^2`` and ``|p|^2`` does not change the argmin, so the
+    distances are one matrix product (BLAS), in chunks of rows that stay in cache: about 5x
+    faster here than ``scipy.cluster.vq.vq``, which loops over pairs. Exact ties aside, the
+    same nearest centre.
+    """
+    weights = -2.0 * centres.T
+    offsets = (centres * centres).sum(axis=1)
+    out = np.empty(len(points), dtype=np.intp)
+    for start in range(0, len(points), chunk):
+        out[start : start + chunk] = (points[start : start + chunk] @ weights + offsets).argmin(axis=1)
+    return out
+
+
+def _cluster_means(points: np.ndarray, labels: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """One Lloyd update: each centre moves to the mean of its (n, D) ``points`` (``labels`` (n,));
+    a centre with no point keeps its place (it just goes unused), as scipy's ``kmeans2`` with
+    ``missing="warn"`` does."""
+    k = len(centres)
+    counts = np.bincount(labels, minlength=k)
+    sums = np.stack([np.bincount(labels, weights=points[:, d], minlength=k) for d in range(points.shape[1])], axis=1)
+    return np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centres)
 
 
 def _kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -448,11 +512,13 @@ def _kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> n
     Each new centre is a point drawn with probability proportional to its squared distance to
     the nearest centre so far. The running nearest distance makes this O(k n D); scipy's
     ``kmeans2(minit="++")`` recomputes the distances to every chosen centre at each step,
-    O(k^2 n D), which was half the texton time here.
+    O(k^2 n D), which was half the texton time here. The distances to a new centre are
+    ``|p|^2 - 2 p.c + |c|^2`` (one matrix-vector product), clipped at 0 against rounding.
     """
     centres = np.empty((k, points.shape[1]), dtype=points.dtype)
+    squared = np.einsum("ij,ij->i", points, points)
     centres[0] = points[rng.integers(len(points))]
-    nearest = ((points - centres[0]) ** 2).sum(axis=1)
+    nearest = np.maximum(squared - 2.0 * (points @ centres[0]) + centres[0] @ centres[0], 0.0)
     for i in range(1, k):
         cumulative = np.cumsum(nearest)
         if cumulative[-1] <= 0:  # fewer distinct points than k: the rest repeat and go unused
@@ -460,7 +526,8 @@ def _kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> n
             break
         pick = min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1])), len(points) - 1)
         centres[i] = points[pick]
-        np.minimum(nearest, ((points - centres[i]) ** 2).sum(axis=1), out=nearest)
+        distance = squared - 2.0 * (points @ centres[i]) + centres[i] @ centres[i]
+        np.minimum(nearest, np.maximum(distance, 0.0), out=nearest)
     return centres
 
 

@@ -50,13 +50,22 @@ DEFAULT_LEVEL = 0.35
 
 
 #: What ``--fast`` changes: the cues and the hierarchy on a grid twice as coarse, with the texton
-#: filters kept at 1 and 2 pixels of that grid (2 and 4 of the image) and a 14-pixel watershed
-#: marker window (7 cells). Scaled down with the grid, to 0.5 and 1 pixel, the filters lost
-#: most of the texture and a further 0.004-0.009 of covering; the larger window made no
-#: difference to the scores and saved 14% of the time. On the 200 BSDS500 train images
-#: (benchmarks/tune_pipeline.py) this costs covering ODS 0.615 -> 0.609, PRI 0.833 -> 0.826 and
-#: VI 1.548 -> 1.609, for 0.12 s of CPU per image (the default: 0.27 s in another run).
-FAST_OVERRIDES = {"hierarchy_downsample": 2, "texton_scales": (2.0, 4.0), "superpixel_window": 14}
+#: filters kept at 1 and 2 pixels of that grid (2 and 4 of the image), a 14-pixel watershed
+#: marker window (7 cells) and the colour-histogram gradient at its coarse scale only (8 pixels
+#: of the image, which it computes on a block grid 4x coarser than the image: the 4-pixel
+#: scale needed per-cell histograms of the whole 2x grid and was a third of the time). Scaled
+#: down with the grid, to 0.5 and 1 pixel, the texton filters lost most of the texture and a
+#: further 0.004-0.009 of covering; the larger window made no difference to the scores and
+#: saved 14% of the time. On the 200 BSDS500 train images (benchmarks/tune_pipeline.py) this
+#: costs covering ODS 0.615 -> 0.606, PRI 0.833 -> 0.825 and VI 1.548 -> 1.613, for about a
+#: third of the default's time (CPU 0.06-0.08 against 0.23-0.27 s per image in interleaved
+#: runs; 86 against 223 ms in benchmarks/bench_segment.py).
+FAST_OVERRIDES = {
+    "hierarchy_downsample": 2,
+    "texton_scales": (2.0, 4.0),
+    "superpixel_window": 14,
+    "histogram_sigmas": (8.0,),
+}
 
 
 @dataclass(frozen=True)
