@@ -485,8 +485,9 @@ def _nearest_centre(points: np.ndarray, centres: np.ndarray, chunk: int = 4096) 
 
     ``|p - c|^2 = |p|^2 - 2 p.c + |c|^2`` and ``|p|^2`` does not change the argmin, so the
     distances are one matrix product (BLAS), in chunks of rows that stay in cache: about 5x
-    faster here than ``scipy.cluster.vq.vq``, which loops over pairs. Exact ties aside, the
-    same nearest centre.
+    faster here than ``scipy.cluster.vq.vq``, which loops over pairs. The same nearest centre
+    except where two centres are within rounding of each other (none differed on 10 BSDS
+    val images' texton maps).
     """
     weights = -2.0 * centres.T
     offsets = (centres * centres).sum(axis=1)
@@ -515,10 +516,14 @@ def _kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> n
     O(k^2 n D), which was half the texton time here. The distances to a new centre are
     ``|p|^2 - 2 p.c + |c|^2`` (one matrix-vector product), clipped at 0 against rounding.
     """
-    centres = np.empty((k, points.shape[1]), dtype=points.dtype)
     squared = np.einsum("ij,ij->i", points, points)
+
+    def squared_distances(centre: np.ndarray) -> np.ndarray:
+        return np.maximum(squared - 2.0 * (points @ centre) + centre @ centre, 0.0)
+
+    centres = np.empty((k, points.shape[1]), dtype=points.dtype)
     centres[0] = points[rng.integers(len(points))]
-    nearest = np.maximum(squared - 2.0 * (points @ centres[0]) + centres[0] @ centres[0], 0.0)
+    nearest = squared_distances(centres[0])
     for i in range(1, k):
         cumulative = np.cumsum(nearest)
         if cumulative[-1] <= 0:  # fewer distinct points than k: the rest repeat and go unused
@@ -526,8 +531,7 @@ def _kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> n
             break
         pick = min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1])), len(points) - 1)
         centres[i] = points[pick]
-        distance = squared - 2.0 * (points @ centres[i]) + centres[i] @ centres[i]
-        np.minimum(nearest, np.maximum(distance, 0.0), out=nearest)
+        np.minimum(nearest, squared_distances(centres[i]), out=nearest)
     return centres
 
 

@@ -111,8 +111,6 @@ def folder_options(options: SegmentOptions) -> SegmentOptions:
     """
     from wnetcli.segmentation.runtime import cuda_driver_present
 
-    if options.streams is not None and options.threads is not None:
-        return options
     on_cpu = options.device == "cpu" or (options.device == "auto" and not cuda_driver_present())
     if not on_cpu:
         return replace(options, streams=options.streams or 1)
@@ -297,8 +295,6 @@ class Segmenter:
             threads=self.options.threads,
             spinning=self.options.spinning,
         )
-        #: Inference calls the folder runner keeps going at once (:attr:`SegmentOptions.streams`).
-        self.streams = self.options.streams or 1
         postprocess_options = self.options.postprocess or _import_postprocess().PostprocessOptions()
         self.finisher = Finisher(max_size=self.options.max_size, postprocess_options=postprocess_options)
 
@@ -306,6 +302,11 @@ class Segmenter:
     def postprocess_options(self) -> PostprocessOptions:
         """The post-processing options in use (the defaults when none were given)."""
         return self.finisher.postprocess_options
+
+    @property
+    def streams(self) -> int:
+        """Inference calls the folder runner keeps going at once (:attr:`SegmentOptions.streams`, default 1)."""
+        return self.options.streams or 1
 
     @property
     def info(self) -> ModelInfo:

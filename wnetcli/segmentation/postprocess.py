@@ -59,7 +59,7 @@ DEFAULT_LEVEL = 0.35
 #: saved 14% of the time. On the 200 BSDS500 train images (benchmarks/tune_pipeline.py) this
 #: costs covering ODS 0.615 -> 0.606, PRI 0.833 -> 0.825 and VI 1.548 -> 1.613, for about a
 #: third of the default's time (CPU 0.06-0.08 against 0.23-0.27 s per image in interleaved
-#: runs; 86 against 223 ms in benchmarks/bench_segment.py).
+#: runs; 79-86 against 223-263 ms in two runs of benchmarks/bench_segment.py).
 FAST_OVERRIDES = {
     "hierarchy_downsample": 2,
     "texton_scales": (2.0, 4.0),
