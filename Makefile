@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # would make pip fetch a multi-GB CUDA build. Real users with a GPU install their own.
 TORCH_CPU := torch==2.13.0
 
-.PHONY: venv dev demo test test-slow lint clean
+.PHONY: venv dev demo test test-slow lint gpu-stage clean
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ test-slow: dev
 lint: dev
 	$(PY) -m ruff check .
 
+# The training images of a GPU session (benchmarks/gpu_session.sh): the device machine sees only
+# this checkout, so they travel in .gpu/ (ignored by git, named in the device tool's carry).
+SHARED ?= ../shared
+gpu-stage:
+	rm -rf .gpu/data && mkdir -p .gpu/data
+	cp -r $(SHARED)/data/bsds500/images/train .gpu/data/train
+	cp -r $(SHARED)/data/photos .gpu/data/photos
+	du -sh .gpu
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache examples/out

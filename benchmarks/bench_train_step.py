@@ -18,11 +18,16 @@ with each optimizer (its preset learning rate for Adam, the paper's 0.003 with m
 SGD) on the images in DATA, through :func:`training.trainer.train`, and reports the mean of each
 loss over the last quarter of the steps: which optimizer learns faster in a short CPU run.
 
+With ``--config FILE`` it times only that training config (over the ``small`` preset, at its
+own batch size), with the allocator tuned: ``benchmarks/gpu_session.sh`` fits a run's schedule
+to the session's time with it.
+
 Usage::
 
     .venv/bin/python benchmarks/bench_train_step.py                  # CPU, 2 threads
     .venv/bin/python benchmarks/bench_train_step.py --device cuda    # bf16 autocast, channels_last
     .venv/bin/python benchmarks/bench_train_step.py --compare-optimizers ../shared/data/photos --steps 80
+    python3 benchmarks/bench_train_step.py --device cuda --config wnetcli/models/gpu-train.toml
 """
 
 from __future__ import annotations
@@ -40,11 +45,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 
-def run_variant(preset: str, batch: int, device: str, threads: int, repeats: int) -> dict:
-    """Time training steps of ``preset`` at ``batch`` in this process (call in a fresh subprocess)."""
+def run_variant(
+    preset: str, batch: int | None, device: str, threads: int, repeats: int, config_file: str | None = None
+) -> dict:
+    """Time training steps of ``preset`` (and ``config_file`` over it) at ``batch`` (None: the
+    config's) in this process (call in a fresh subprocess)."""
     import torch
 
-    from training.config import PRESETS, TrainConfig
+    from training.config import resolve_train_config
     from training.distributed import DistributedContext
     from training.model import WNet, count_parameters
     from training.trainer import Algorithm1, algorithm1_step, make_optimizers
@@ -52,7 +60,7 @@ def run_variant(preset: str, batch: int, device: str, threads: int, repeats: int
 
     tuned = tune_malloc()  # returns False under WNET_NO_MALLOC_TUNING=1
     torch.set_num_threads(threads)
-    config = TrainConfig.from_dict({"batch_size": batch}, base=PRESETS[preset])
+    config = resolve_train_config(preset, config_file, {"batch_size": batch})
     torch.manual_seed(0)
     cuda = device == "cuda"
     memory_format = torch.channels_last if cuda and config.channels_last else torch.contiguous_format
@@ -60,7 +68,8 @@ def run_variant(preset: str, batch: int, device: str, threads: int, repeats: int
     encoder_optimizer, full_optimizer = make_optimizers(model, config)
     step_module = Algorithm1(model, config, amp=cuda and config.amp)
     context = DistributedContext(world_size=1, rank=0, local_rank=0, device=torch.device(device))
-    images = torch.rand(batch, 3, config.size, config.size, generator=torch.Generator().manual_seed(0)) * 255
+    shape = (config.batch_size, 3, config.size, config.size)
+    images = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 255
     images = images.to(device).contiguous(memory_format=memory_format)
     times = []
     for step in range(repeats + 1):
@@ -77,10 +86,11 @@ def run_variant(preset: str, batch: int, device: str, threads: int, repeats: int
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "preset": preset,
+        "config_file": config_file,
         "base_width": config.model.base_width,
         "k": config.model.k,
         "size": config.size,
-        "batch": batch,
+        "batch": config.batch_size,
         "parameters": count_parameters(model),
         "device": device,
         "threads": threads,
@@ -88,7 +98,7 @@ def run_variant(preset: str, batch: int, device: str, threads: int, repeats: int
         "amp_bf16": cuda and config.amp,
         "first_step_s": times[0],
         "step_s": statistics.median(times[1:]),
-        "images_per_s": batch / statistics.median(times[1:]),
+        "images_per_s": config.batch_size / statistics.median(times[1:]),
         "peak_rss_mb" if not cuda else "peak_cuda_mb": peak,
         # Other processes on the machine slow multi-threaded CPU steps a lot: record how busy it was.
         "load_average_1min": os.getloadavg()[0],
@@ -127,13 +137,15 @@ def compare_optimizers(data: str, steps: int, device: str, threads: int) -> dict
             "load_average_1min": os.getloadavg()[0], "runs": runs}
 
 
-def _spawn(preset: str, batch: int, args, tuned: bool) -> dict:
+def _spawn(preset: str, batch: int | None, args, tuned: bool, config_file: str | None = None) -> dict:
     env = {**os.environ}
     env.pop("WNET_NO_MALLOC_TUNING", None)
     if not tuned:
         env["WNET_NO_MALLOC_TUNING"] = "1"
-    command = [sys.executable, __file__, "--worker", preset, "--worker-batch", str(batch), "--device", args.device,
+    command = [sys.executable, __file__, "--worker", preset, "--device", args.device,
                "--threads", str(args.threads), "--repeats", str(args.repeats)]
+    command += [] if batch is None else ["--worker-batch", str(batch)]
+    command += [] if config_file is None else ["--config", config_file]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise SystemExit(f"worker {preset} failed:\n{done.stderr[-2000:]}")
@@ -149,11 +161,20 @@ def main() -> None:
     parser.add_argument("--small-only", action="store_true", help="skip the full-width configuration")
     parser.add_argument("--compare-optimizers", metavar="DATA", help="short Adam vs SGD runs on DATA instead")
     parser.add_argument("--steps", type=int, default=80, help="steps of each --compare-optimizers run")
+    parser.add_argument(
+        "--config", metavar="FILE",
+        help="time only this training config (TOML/JSON over the small preset, its own batch), malloc tuned",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_variant(args.worker, args.worker_batch, args.device, args.threads, args.repeats)))
+        print(json.dumps(run_variant(args.worker, args.worker_batch, args.device, args.threads, args.repeats,
+                                     args.config)))
+        return
+    if args.config:
+        print(json.dumps({"benchmark": "train_step", "results": [_spawn("small", None, args, True, args.config)]},
+                         indent=2))
         return
     if args.compare_optimizers:
         print(json.dumps(compare_optimizers(args.compare_optimizers, args.steps, args.device, args.threads), indent=2))

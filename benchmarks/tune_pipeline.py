@@ -63,22 +63,31 @@ def _split_items(body: str) -> list[str]:
     return items
 
 
-def cache_probs(model: Path, images: list[BsdsImage], cache: Path, threads: int | None) -> Path:
-    """Write the model's (K, H, W) float16 probabilities of every image to ``cache/<sha>/<id>.npy``."""
+def cache_probs(
+    model: Path, images: list[BsdsImage], cache: Path, threads: int | None, sizes: tuple[int, ...] = ()
+) -> Path:
+    """Write the model's (K, H, W) float16 probabilities of every image to ``cache/<sha>/<id>.npy``.
+
+    ``sizes``: the network runs at each of these longer-side sizes (0: the model's own scale,
+    as ``wnet segment`` runs it) and the probabilities, each enlarged to the image's size, are
+    averaged; empty is ``(0,)``.
+    """
     from wnetcli.segmentation import Segmenter, SegmentOptions
     from wnetcli.segmentation.pipeline import resize_probs
 
+    sizes = tuple(sizes) or (0,)
     digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
-    folder = cache / digest
+    folder = cache / (digest if sizes == (0,) else f"{digest}-sizes-{'-'.join(map(str, sizes))}")
     folder.mkdir(parents=True, exist_ok=True)
     missing = [image for image in images if not (folder / f"{image.id}.npy").exists()]
     if missing:
-        segmenter = Segmenter(model, SegmentOptions(device="cpu", threads=threads))
+        segmenters = [Segmenter(model, SegmentOptions(device="cpu", threads=threads, max_size=size or 2048))
+                      for size in sizes]
         for image in missing:
             rgb = read_rgb(image.image)
-            (probs,), _ = segmenter.predict([rgb])
             # As the segmenter's post-processing sees them: at the image's size.
-            np.save(folder / f"{image.id}.npy", resize_probs(probs, rgb.shape[:2]).astype(np.float16))
+            probs = sum(resize_probs(segmenter.predict([rgb])[0][0], rgb.shape[:2]) for segmenter in segmenters)
+            np.save(folder / f"{image.id}.npy", (probs / len(sizes)).astype(np.float16))
     return folder
 
 
@@ -128,6 +137,10 @@ def main() -> None:
     parser.add_argument("--thresholds", type=int, default=99)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads while caching")
+    parser.add_argument(
+        "--sizes", default="", help="longer-side sizes to run the network at, comma-separated, probabilities "
+        "averaged (0: the model's own scale, the default)",
+    )
     parser.add_argument("--no-boundary", action="store_true", help="region benchmark only")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/wnet-probs"))
     args = parser.parse_args()
@@ -136,7 +149,8 @@ def main() -> None:
     probs_dir = None
     if args.model is not None:
         began = time.perf_counter()
-        probs_dir = cache_probs(args.model, images, args.cache / args.split, args.threads)
+        sizes = tuple(int(size) for size in args.sizes.split(",") if size)
+        probs_dir = cache_probs(args.model, images, args.cache / args.split, args.threads, sizes)
         print(f"probabilities cached in {time.perf_counter() - began:.1f} s: {probs_dir}", file=sys.stderr)
     options = EvaluationOptions(thresholds=args.thresholds, jobs=args.jobs, boundary=not args.no_boundary)
     report = {"split": args.split, "images": len(images), "model": str(args.model), "variants": {}}
