@@ -135,6 +135,15 @@ def main() -> None:
     parser.add_argument("--no-crf", action="store_true")
     parser.add_argument("--fast", action="store_true", help="the post-processing of wnet segment --fast")
     parser.add_argument(
+        "--post", type=json.loads, default={}, metavar="JSON",
+        help='PostprocessOptions overrides on top (after --fast), e.g. \'{"hierarchy_downsample": 3}\'',
+    )
+    parser.add_argument(
+        "--save", default="ucm",
+        help="outputs beside the label maps, comma-separated as `wnet segment --save` ('' : labels only, "
+        "as `wnet segment` writes by default; the default ucm is what `wnet evaluate` reads)",
+    )
+    parser.add_argument(
         "--keep-probs",
         action="store_true",
         help="return the soft maps, as `wnet segment --save probs` does (the CRF then always runs)",
@@ -159,7 +168,8 @@ def main() -> None:
     )
     # As `wnet segment` runs by default: no soft maps returned, so the CRF runs only for a W-Net cue.
     fast = FAST_OVERRIDES if args.fast else {}
-    post_options = PostprocessOptions(crf=not args.no_crf, keep_probs=args.keep_probs, **fast)
+    post_options = PostprocessOptions(crf=not args.no_crf, keep_probs=args.keep_probs, **{**fast, **args.post})
+    save = tuple(item for item in args.save.split(",") if item)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
     decode_s, rgbs = [], []
@@ -219,7 +229,7 @@ def main() -> None:
             if stage != "inference":
                 stages.setdefault(stage, []).append(seconds)
         began = time.perf_counter()
-        write_outputs(output_paths(work / "stages", relative, ("ucm",)), rgb, result)
+        write_outputs(output_paths(work / "stages", relative, save), rgb, result)
         write_s.append(time.perf_counter() - began)
     post_total = [sum(parts) for parts in zip(*stages.values(), strict=True)]
 
@@ -238,7 +248,7 @@ def main() -> None:
     )
     for _ in range(args.repeats):
         for (workers, spin, threads, streams), seconds in zip(configs, e2e_passes.values(), strict=True):
-            options = BatchOptions(out_dir=work / "e2e", save=("ucm",), overwrite=True, workers=workers)
+            options = BatchOptions(out_dir=work / "e2e", save=save, overwrite=True, workers=workers)
             report = segment_folder(
                 [source for source, _ in found],
                 model_path,
@@ -283,13 +293,14 @@ def main() -> None:
                 },
                 "postprocess_options": {
                     "crf": post_options.crf, "keep_probs": post_options.keep_probs, "fast": args.fast,
+                    "overrides": args.post, "save": list(save),
                 },
                 "images": {"count": len(rgbs), "sizes": sorted({f"{r.shape[1]}x{r.shape[0]}" for r in rgbs})},
                 "median_seconds_per_image": {
                     "decode": _per_image(decode_s),
                     **{f"postprocess.{k}": _per_image(v) for k, v in stages.items()},
                     "postprocess": _per_image(post_total),
-                    "write(labels+ucm)": _per_image(write_s),
+                    f"write({'+'.join(('labels', *save))})": _per_image(write_s),
                 },
                 "inference_by_batch_size": inference,
                 "end_to_end": end_to_end,

@@ -303,6 +303,13 @@ def merge_regions(
         means = totals / np.maximum(np.asarray(areas), 1.0)[:, None]
     border_share = 1.0 - descriptor_weight
 
+    def size_factor(area: float) -> float:
+        return 1.0 - math.exp(-area / size_scale) if by_size else 1.0
+
+    # The size term of a pair is size_factor(min(|A|, |B|)), which is min(factor[A], factor[B])
+    # since the factor grows with the area: one factor per region, updated when it grows.
+    factors = [size_factor(area) for area in areas]
+
     def unlike(first, second) -> list[float]:
         # Half the L1 distances between the mean descriptors of regions first[i] and second[i]
         # (either may be one region), in one go.
@@ -310,13 +317,11 @@ def merge_regions(
             return [0.0] * max(np.size(first), np.size(second))
         return (0.5 * np.abs(means[first] - means[second]).sum(axis=-1)).reshape(-1).tolist()
 
-    def cost(record: list, a: int, b: int, distance: float) -> float:
-        value = record[0] / record[1]
+    def cost(record: list, factor: float, distance: float) -> float:
+        # The cost of the docstring, in one expression per case (it runs once per heap push).
         if likeness:
-            value = border_share * value + descriptor_weight * distance
-        if by_size:
-            value *= 1.0 - math.exp(-min(areas[a], areas[b]) / size_scale)
-        return value
+            return (border_share * (record[0] / record[1]) + descriptor_weight * distance) * factor
+        return record[0] / record[1] * factor
 
     edge_levels = np.ones(lo.size, dtype=np.float32)
     # neighbours[r][s] = [sum, count, edge ids, stamp]: one record shared by both directions.
@@ -327,12 +332,13 @@ def merge_regions(
     for e, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
         record = [float(sums[e]), int(counts[e]), [e], next(stamps)]
         neighbours[a][b] = neighbours[b][a] = record
-        heap.append((cost(record, a, b, distances[e]), record[3], a, b))
+        heap.append((cost(record, min(factors[a], factors[b]), distances[e]), record[3], a, b))
     heapq.heapify(heap)
     merge_levels = []
     level = 0.0
+    pop, push = heapq.heappop, heapq.heappush
     while heap:
-        value, stamp, a, b = heapq.heappop(heap)
+        value, stamp, a, b = pop(heap)
         na, nb = neighbours[a], neighbours[b]
         if na is None or nb is None or b not in na or na[b][3] != stamp:
             continue  # stale: a side was merged away or the border changed since the push
@@ -345,6 +351,7 @@ def merge_regions(
             a, b, na, nb = b, a, nb, na
         grown_from = areas[a]
         areas[a] += areas[b]
+        factors[a] = size_factor(areas[a])
         if likeness:
             totals[a] += totals[b]
             means[a] = totals[a] / areas[a]
@@ -374,10 +381,12 @@ def merge_regions(
             changed.extend(c for c in na if areas[c] > grown_from)
         changed = list(set(changed))
         distances = unlike(a, changed) if changed else []
+        factor_a = factors[a]
         for c, distance in zip(changed, distances, strict=True):
             record = na[c]
-            record[3] = next(stamps)
-            heapq.heappush(heap, (cost(record, a, c, distance), record[3], a, c))
+            record[3] = stamp = next(stamps)
+            factor_c = factors[c]
+            push(heap, (cost(record, factor_a if factor_a < factor_c else factor_c, distance), stamp, a, c))
     return edge_levels, np.asarray(merge_levels, dtype=np.float32)
 
 
