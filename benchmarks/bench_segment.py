@@ -246,6 +246,15 @@ def main() -> None:
         BatchOptions(out_dir=work / "warm-up", workers=2),
         SegmentOptions(device=args.device, threads=args.threads, postprocess=post_options),
     )
+    # What a run costs before its images (the model, the worker processes), as the wall time of
+    # a one-image run, the fastest of --repeats, with wnet segment's automatic settings.
+    one_image = []
+    for attempt in range(args.repeats):
+        report = segment_folder(
+            [found[0][0]], model_path, BatchOptions(out_dir=work / f"one-{attempt}", save=save),
+            SegmentOptions(device=args.device, threads=args.threads, postprocess=post_options),
+        )
+        one_image.append(report.wall_seconds)
     for _ in range(args.repeats):
         for (workers, spin, threads, streams), seconds in zip(configs, e2e_passes.values(), strict=True):
             options = BatchOptions(out_dir=work / "e2e", save=save, overwrite=True, workers=workers)
@@ -304,6 +313,7 @@ def main() -> None:
                 },
                 "inference_by_batch_size": inference,
                 "end_to_end": end_to_end,
+                "one_image_run_seconds": {"fastest": min(one_image), "all_passes": one_image},
                 "ratios": {
                     "postprocess_over_inference": float(np.mean(post_total)) / infer_1,
                     "end_to_end_over_inference": best_e2e / infer_1,
