@@ -460,3 +460,21 @@ def test_cli_keeps_soft_maps_only_when_saving_them_and_fast_coarsens_the_grid(tm
     assert read_ucm(tmp_path / "fast" / "one.ucm.png").shape == (49, 49)
     assert np.load(tmp_path / "with-probs" / "one.probs.npy").shape[1:] == (24, 24)
     assert np.load(tmp_path / "with-probs" / "one.probs.npy").shape[0] >= 2
+
+
+def test_main_process_imports_no_scipy_and_the_worker_preload_exists():
+    import importlib
+
+    from wnetcli.segmentation.batch import _WORKER_PRELOAD
+
+    # A folder run's main process only decodes and runs the network: building its options must
+    # not import scipy.ndimage / scipy.sparse (~0.4 s); the fork server imports them instead.
+    code = (
+        "import sys, wnetcli.segmentation, wnetcli.segmentation.postprocess; "
+        "print(sorted(m for m in ('scipy.ndimage', 'scipy.sparse', 'skimage') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    # The fork server skips a preload name that fails to import without a word: check them here.
+    for name in _WORKER_PRELOAD:
+        importlib.import_module(name)

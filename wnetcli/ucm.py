@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage as ndi
+
+# scipy.ndimage is imported where it is used: it takes ~0.35 s to import, and the main process
+# of a folder run (decoding and the network) never needs it.
 
 __all__ = [
     "check_ucm2",
@@ -80,6 +82,8 @@ def ucm2_to_labels(ucm2: np.ndarray, threshold: float) -> np.ndarray:
         Region labels 1..n, consecutive. A pixel whose own value is above ``threshold`` (never
         the case in a well-formed ucm2, whose pixel positions are 0) gets label 0.
     """
+    from scipy import ndimage as ndi
+
     ucm2 = check_ucm2(ucm2)
     components, _ = ndi.label(ucm2 <= threshold, structure=_EIGHT)
     return _relabel_consecutive(components[1::2, 1::2].astype(np.int32, copy=False))
@@ -109,6 +113,7 @@ def nested_levels(ucm2: np.ndarray, thresholds: Sequence[float]) -> tuple[np.nda
         the previous threshold's. ``None`` when a pixel position exceeds ``thresholds[0]`` (use
         :func:`ucm2_to_labels` per threshold then).
     """
+    from scipy import ndimage as ndi
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 

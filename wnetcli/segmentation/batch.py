@@ -323,20 +323,42 @@ def _finish_in_worker(job: Job, rgb: np.ndarray, probs: np.ndarray, timings: dic
     return _finish(_worker_finisher, job, rgb, probs, timings)
 
 
-def _start_workers(finisher: Finisher, workers: int):
-    """A pool of ``workers`` processes ready to run :func:`_finish_in_worker`.
+#: What the fork server imports once for all the workers: the post-processing and the parts of
+#: SciPy and scikit-image it uses (the post-processing modules import those where they are used).
+_WORKER_PRELOAD = [
+    "wnetcli.segmentation.batch", "wnetcli.segmentation.postprocess", "scipy.ndimage", "scipy.sparse",
+    "skimage.color", "skimage.measure", "skimage.segmentation",
+]
 
-    ``forkserver`` where available: the workers are forked from a clean server process, not
-    from this one, whose onnxruntime threads make ``fork`` unsafe; the server imports the
-    post-processing modules once, so each worker starts without re-importing them.
-    """
+
+def _worker_context():
+    """``forkserver`` where available: the workers are forked from a clean server process, not
+    from this one, whose onnxruntime threads make ``fork`` unsafe; the server imports
+    :data:`_WORKER_PRELOAD` once, so each worker starts without re-importing them."""
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if "forkserver" in methods:
-        context.set_forkserver_preload(["wnetcli.segmentation.batch", "wnetcli.segmentation.postprocess"])
+        context.set_forkserver_preload(_WORKER_PRELOAD)
+    return context
+
+
+def start_worker_server() -> None:
+    """Start the fork server now, so that its imports (about 0.6 s) run while this process
+    loads the model and decodes, rather than after the first inference. Without forkserver
+    (spawn) there is no server and nothing to do; a server already running is kept."""
+    if _worker_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def _start_workers(finisher: Finisher, workers: int):
+    """A pool of ``workers`` processes ready to run :func:`_finish_in_worker` (see :func:`_worker_context`)."""
     # ProcessPoolExecutor rather than multiprocessing.Pool: a worker that dies (say, killed for
     # memory) breaks the pool with an error instead of leaving its task waiting forever.
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(finisher,))
+    return ProcessPoolExecutor(
+        workers, mp_context=_worker_context(), initializer=_init_worker, initargs=(finisher,)
+    )
 
 
 def run_jobs(
@@ -502,6 +524,8 @@ def segment_folder(
     segment_options = segment_options or SegmentOptions()
     if options.workers != 0:  # inference overlaps the post-processing: several calls at once
         segment_options = folder_options(segment_options)
+        if plan.jobs:
+            start_worker_server()
     segmenter = Segmenter(model_path, segment_options)
     Path(options.out_dir).mkdir(parents=True, exist_ok=True)
     _write_run_config(segmenter, options)

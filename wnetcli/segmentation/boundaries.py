@@ -21,7 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
+
+# scipy.ndimage is imported where it is used: it takes ~0.35 s to import, and the main process
+# of a folder run (decoding and the network) never needs it.
 
 __all__ = [
     "BoundaryOptions",
@@ -126,6 +128,8 @@ def probability_boundaries(probs: np.ndarray, sigma: float = 1.0) -> np.ndarray:
     np.maximum(out[:-1, :], down, out=out[:-1, :])
     np.maximum(out[1:, :], down, out=out[1:, :])
     if sigma > 0:
+        from scipy import ndimage as ndi
+
         out = ndi.gaussian_filter(out, sigma, mode="nearest")
     return np.clip(out, 0.0, 1.0)
 
@@ -181,6 +185,8 @@ def colour_gradient(
     -------
     (H, W) float32 ndarray in [0, 1)
     """
+    from scipy import ndimage as ndi
+
     channels = np.moveaxis(np.asarray(lab, dtype=np.float32), -1, 0)
     total = np.zeros(channels.shape[1:], dtype=np.float32)
     for sigma in sigmas:
@@ -343,6 +349,8 @@ def histogram_gradient(channels: np.ndarray, sigma: float, eps: float = _HISTOGR
            Using Local Brightness, Color, and Texture Cues", IEEE TPAMI 26(5), 2004 (the
            half-disc histogram gradients this approximates).
     """
+    from scipy import ndimage as ndi
+
     smooth = ndi.gaussian_filter(channels, (0, sigma, sigma), mode="nearest", truncate=2.5)
     dy, dx = (central_difference(smooth, axis) for axis in (1, 2))
     weight = np.float32((sigma * np.sqrt(2 * np.pi)) ** 2 / 4) / (smooth + np.float32(eps))
@@ -467,6 +475,8 @@ def _derivative_responses(grey: np.ndarray, scales: Sequence[float]) -> np.ndarr
     """(S * 5, H, W) float32: ``ndi.gaussian_filter(grey, s, order=o) * s ** sum(o)`` for each
     scale s and order o of :data:`_DERIVATIVE_ORDERS`, bit for bit, with the row passes shared:
     gaussian_filter filters the rows first, and the five orders need only three row filters."""
+    from scipy import ndimage as ndi
+
     out = np.empty((len(scales) * len(_DERIVATIVE_ORDERS), *grey.shape), dtype=np.float32)
     for s, sigma in enumerate(scales):
         by_rows = {

@@ -23,10 +23,14 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage as ndi
-from scipy import sparse
+
+# scipy.ndimage and scipy.sparse are imported where they are used: they take ~0.4 s to import,
+# and the main process of a folder run (decoding and the network) never needs them.
+if TYPE_CHECKING:
+    from scipy import sparse
 
 __all__ = ["CRFOptions", "dense_crf"]
 
@@ -150,6 +154,8 @@ def _appearance_matrix(lab: np.ndarray, options: CRFOptions) -> sparse.csr_matri
     ``lab`` is the (h, w, 3) low-res CIELAB image; n = h * w. The centre (self) term is left out,
     as in the fully connected CRF.
     """
+    from scipy import sparse
+
     h, w = lab.shape[:2]
     index = np.arange(h * w).reshape(h, w)
     scale = options.downsample / options.appearance_xy
@@ -195,6 +201,8 @@ def _message(
     """The mean-field message (n, K) of the marginals ``q`` (n, K): both kernels, Potts weights."""
     message = options.appearance_weight * (appearance @ q)
     if options.smoothness_weight:
+        from scipy import ndimage as ndi
+
         smooth = ndi.gaussian_filter(q.T.reshape(shape), sigma=(0, sigma, sigma), mode="nearest")
         message += options.smoothness_weight * smooth.reshape(shape[0], -1).T
     return message
