@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import signal
 import subprocess
 import sys
@@ -478,3 +479,13 @@ def test_main_process_imports_no_scipy_and_the_worker_preload_exists():
     # The fork server skips a preload name that fails to import without a word: check them here.
     for name in _WORKER_PRELOAD:
         importlib.import_module(name)
+
+
+def test_resolve_workers():
+    from wnetcli.segmentation.batch import MAX_AUTO_WORKERS, resolve_workers
+
+    cores = min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
+    assert resolve_workers(None, 1) == 0  # one image: nothing to overlap with
+    assert resolve_workers(None, 100) == cores
+    assert resolve_workers(None, 2) == min(cores, 2)
+    assert resolve_workers(3, 1) == 1 and resolve_workers(3, 10) == 3 and resolve_workers(0, 10) == 0

@@ -58,7 +58,8 @@ def segment(
         "with twice the threads, see README).",
     ),
     workers: int | None = typer.Option(
-        None, "--workers", min=0, help="Post-processing processes (default: one per core; 0: no overlap)."
+        None, "--workers", min=0,
+        help="Post-processing processes (default: one per core, none for a single image; 0: no overlap).",
     ),
     max_size: int = typer.Option(
         2048, "--max-size", min=0, help="Downscale larger images to this side for inference (0: never)."

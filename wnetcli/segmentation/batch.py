@@ -62,8 +62,9 @@ class BatchOptions:
             relative path hashes to ``index`` (:func:`in_shard`); ``None`` processes all.
         workers: post-processing processes, which run beside the inference; 0 runs everything
             in the calling process, one step after the other (no overlap, no start-up cost);
-            ``None``: one per CPU core up to :data:`MAX_AUTO_WORKERS` (the post-processing
-            takes several times the inference's time, so it is what needs the cores).
+            ``None``: :func:`resolve_workers`, one per CPU core up to :data:`MAX_AUTO_WORKERS`
+            (the post-processing takes several times the inference's time, so it is what
+            needs the cores), none for a single image.
         prefetch: images decoded ahead of the network.
     """
 
@@ -361,6 +362,17 @@ def _start_workers(finisher: Finisher, workers: int):
     )
 
 
+def resolve_workers(requested: int | None, jobs: int) -> int:
+    """The post-processing processes of a run of ``jobs`` images: ``requested``, or by default
+    one per CPU core up to :data:`MAX_AUTO_WORKERS`; never more than the images (a resumed run
+    with little left starts few processes). By default a single image gets none: there is
+    nothing to overlap it with, and starting a worker took longer than it saves (one BSDS image:
+    1.97 s with no worker against 2.64-2.98 s with one, benchmarks/bench_startup.py)."""
+    if requested is None:
+        requested = min(os.cpu_count() or 1, MAX_AUTO_WORKERS) if jobs > 1 else 0
+    return min(requested, jobs)
+
+
 def run_jobs(
     segmenter: Segmenter, jobs: Sequence[Job], options: BatchOptions, progress: ProgressCallback | None = None
 ) -> list[ImageRecord]:
@@ -379,8 +391,7 @@ def run_jobs(
         if progress is not None:
             progress(done, len(jobs))
 
-    workers = options.workers if options.workers is not None else min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
-    workers = min(workers, len(jobs))  # a resumed run with little left starts few processes
+    workers = resolve_workers(options.workers, len(jobs))
     blas_limit = single_threaded_blas()  # for the post-processing done here (workers=0); restored below
     decode_pool = ThreadPoolExecutor(1, thread_name_prefix="wnet-decode") if workers else None
     post_pool = _start_workers(segmenter.finisher, workers) if workers else None
@@ -522,10 +533,11 @@ def segment_folder(
     tune_malloc()
     plan = plan_batch(inputs, options)
     segment_options = segment_options or SegmentOptions()
-    if options.workers != 0:  # inference overlaps the post-processing: several calls at once
+    if resolve_workers(options.workers, len(plan.jobs)):
+        # Inference overlaps the post-processing: several calls at once, and the workers' fork
+        # server starting now, while the model loads.
         segment_options = folder_options(segment_options)
-        if plan.jobs:
-            start_worker_server()
+        start_worker_server()
     segmenter = Segmenter(model_path, segment_options)
     Path(options.out_dir).mkdir(parents=True, exist_ok=True)
     _write_run_config(segmenter, options)
