@@ -366,8 +366,9 @@ def resolve_workers(requested: int | None, jobs: int) -> int:
     """The post-processing processes of a run of ``jobs`` images: ``requested``, or by default
     one per CPU core up to :data:`MAX_AUTO_WORKERS`; never more than the images (a resumed run
     with little left starts few processes). By default a single image gets none: there is
-    nothing to overlap it with, and starting a worker took longer than it saves (one BSDS image:
-    1.97 s with no worker against 2.64-2.98 s with one, benchmarks/bench_startup.py)."""
+    nothing to overlap it with, and starting a worker took longer than it saves (one BSDS image,
+    whole command: 1.52 s with no worker against 2.65 s with one, benchmarks/bench_startup.py,
+    before the fork server started early)."""
     if requested is None:
         requested = min(os.cpu_count() or 1, MAX_AUTO_WORKERS) if jobs > 1 else 0
     return min(requested, jobs)
