@@ -25,10 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-
-def _parse_size(text: str) -> tuple[int, int]:
-    height, _, width = text.lower().partition("x")
-    return int(height), int(width)
+from bench_inference import parse_size  # noqa: E402  (this folder is on sys.path when run as a script)
 
 
 def main() -> None:
@@ -56,7 +53,7 @@ def main() -> None:
     cuda = device.type == "cuda"
     memory_format = torch.channels_last if cuda else torch.contiguous_format
     wnet = wnet.eval().to(device, memory_format=memory_format)
-    height, width = _parse_size(args.size)
+    height, width = parse_size(args.size)
 
     def synchronise() -> None:
         if cuda:
