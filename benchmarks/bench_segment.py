@@ -4,7 +4,10 @@ Stages are timed one at a time on the same images (decode, inference, post-proce
 its CRF / boundaries / hierarchy parts, write), then the whole batch runner end to end with
 and without overlap. The figures the issue asks for are the ratios
 ``postprocess / inference`` (target <= 1) and ``end_to_end / inference`` (target <= 1.3),
-both taken within this one run.
+both taken within this one run. Where nothing reads the soft maps (the default hierarchy,
+labels only) ``wnet segment`` does not run the network at all (``network_run`` false), so
+the end-to-end runs are then the post-processing alone; ``--keep-probs`` (or a W-Net cue in
+``--post``) makes them run it.
 
 Usage::
 
@@ -303,6 +306,9 @@ def main() -> None:
                 "postprocess_options": {
                     "crf": post_options.crf, "keep_probs": post_options.keep_probs, "fast": args.fast,
                     "overrides": args.post, "save": list(save),
+                    # False: nothing reads the soft maps, so the end-to-end runs skip the
+                    # network (Segmenter.runs_network); the inference rows time it all the same.
+                    "network_run": seg.runs_network,
                 },
                 "images": {"count": len(rgbs), "sizes": sorted({f"{r.shape[1]}x{r.shape[0]}" for r in rgbs})},
                 "median_seconds_per_image": {

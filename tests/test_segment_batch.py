@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -141,6 +142,51 @@ def test_workers_given_no_soft_maps_when_none_are_read_give_the_same_outputs(tmp
         outputs[workers] = [np.asarray(Image.open(out / name)) for name in ("a.png", "a.ucm.png", "grey.png")]
     for serial, overlapped in zip(outputs[0], outputs[2], strict=True):
         np.testing.assert_array_equal(serial, overlapped)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_network_is_not_run_when_nothing_reads_it_and_the_outputs_are_the_same(
+    tmp_path, images, model_path, monkeypatch, workers
+):
+    from dataclasses import replace
+
+    from wnetcli.segmentation.postprocess import PostprocessOptions
+    from wnetcli.segmentation.runtime import OnnxModel
+
+    calls = []
+    original = OnnxModel.run
+    monkeypatch.setattr(OnnxModel, "run", lambda self, batch: calls.append(len(batch)) or original(self, batch))
+    saves = ("ucm",)
+    unread = replace(CPU, postprocess=PostprocessOptions(keep_probs=False))
+    read = replace(CPU, postprocess=PostprocessOptions(keep_probs=True))  # the soft maps are kept: it runs
+    reports, outputs = {}, {}
+    for name, options in (("unread", unread), ("read", read)):
+        out = tmp_path / name
+        batch = BatchOptions(out_dir=out, workers=workers, save=saves)
+        reports[name] = segment_folder([images], model_path, batch, options)
+        outputs[name] = [np.asarray(Image.open(out / f)) for f in ("a.png", "a.ucm.png", "grey.png", "rgba.png")]
+        config = json.loads((out / "segment_config.json").read_text())
+        assert config["network_run"] is reports[name].network_run
+    assert not reports["unread"].network_run and reports["read"].network_run
+    assert sum(calls) == 3  # the three readable images of the folder, in the second run only
+    for a, b in zip(outputs["unread"], outputs["read"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert all(record.timings["inference"] == 0.0 for record in reports["unread"].records if record.status == "ok")
+
+
+def test_a_wnet_cue_runs_the_network(model_path):
+    from wnetcli.segmentation.postprocess import PostprocessOptions
+
+    def segmenter(**post) -> Segmenter:
+        options = SegmentOptions(device="cpu", postprocess=PostprocessOptions(keep_probs=False, **post))
+        return Segmenter(model_path, options)
+
+    cue, plain = segmenter(wnet_weight=0.2), segmenter()
+    assert cue.runs_network and not plain.runs_network
+    (probs,), (seconds,) = plain.soft_maps([squares_image(20)])
+    assert probs.shape == (4, 0, 0) and seconds == 0.0
+    (probs,), _ = cue.soft_maps([squares_image(20)])
+    assert probs.shape == (4, 20, 20)
 
 
 @pytest.mark.parametrize("streams", [1, 3])
@@ -452,9 +498,10 @@ def test_cli_keeps_soft_maps_only_when_saving_them_and_fast_coarsens_the_grid(tm
     monkeypatch.chdir(tmp_path)
     _save(tmp_path / "one.png", squares_image(24))
     common = ["segment", "one.png", "--model", str(model_path), "--device", "cpu", "--workers", "0"]
-    assert runner.invoke(app, [*common, "--out", "plain"]).exit_code == 0
+    result = runner.invoke(app, [*common, "--out", "plain"])
+    assert result.exit_code == 0 and "network was not run" in result.output, result.output
     result = runner.invoke(app, [*common, "--out", "with-probs", "--save", "probs"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0 and "network was not run" not in result.output, result.output
     result = runner.invoke(app, [*common, "--out", "fast", "--fast", "--save", "ucm"])
     assert result.exit_code == 0, result.output
     assert seen == [(False, 1), (True, 1), (False, 2)]

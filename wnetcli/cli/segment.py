@@ -141,6 +141,12 @@ def _print_report(report) -> None:
 
     if report.device_note:
         console.print(f"[dim]{report.device_note}[/]", highlight=False)
+    if not report.network_run:
+        console.print(
+            "[dim]the network was not run: these settings read none of its output (it runs for "
+            "--wnet-share or --save probs)[/]",
+            highlight=False,
+        )
     ok = report.count(OK)
     table = Table(title=f"wnet segment ({report.device})", show_header=True)
     table.add_column("images")

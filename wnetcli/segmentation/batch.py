@@ -150,6 +150,8 @@ class BatchReport:
         wall_seconds: elapsed time of the whole run (model loading included).
         device: ``"cpu"`` or ``"cuda"``; device_note: a quiet line about the device choice.
         found: inputs found before sharding.
+        network_run: False when the settings read none of the network's output, so that it
+            was not run (:attr:`Segmenter.runs_network`).
     """
 
     records: list[ImageRecord]
@@ -158,6 +160,7 @@ class BatchReport:
     device: str
     device_note: str
     found: int
+    network_run: bool = True
 
     def count(self, status: str) -> int:
         """Number of records with ``status``."""
@@ -422,7 +425,7 @@ def run_jobs(
     def infer(batch: list[tuple[int, Job, np.ndarray, float]]) -> list[tuple[int, ImageRecord | Future]]:
         # Runs in an inference thread (or here): touches no state of this function but the pools.
         try:
-            probs, seconds = segmenter.predict([rgb for _, _, rgb, _ in batch])
+            probs, seconds = segmenter.soft_maps([rgb for _, _, rgb, _ in batch])
         except Exception as exc:  # e.g. an image too large for memory: fail this batch only
             return [
                 (index, ImageRecord(
@@ -490,6 +493,7 @@ def _write_run_config(segmenter: Segmenter, options: BatchOptions) -> None:
         "model": str(segmenter.model.path),
         "model_info": asdict(segmenter.info),
         "device": segmenter.device,
+        "network_run": segmenter.runs_network,
         "segment": {k: v for k, v in asdict(segmenter.options).items() if k != "postprocess"},
         "postprocess": asdict(post) if is_dataclass(post) else repr(post),
         "save": list(options.save),
@@ -552,4 +556,5 @@ def segment_folder(
         device=segmenter.device,
         device_note=segmenter.device_note,
         found=plan.found,
+        network_run=segmenter.runs_network,
     )

@@ -323,6 +323,22 @@ class Segmenter:
         """One quiet line when ``device="auto"`` fell back to the CPU, else ``""``."""
         return self.model.choice.note
 
+    @property
+    def runs_network(self) -> bool:
+        """Whether segmenting runs the network: only when the post-processing reads its soft
+        maps (a W-Net cue, or ``keep_probs``). Otherwise the labels and the hierarchy are the
+        same without them, so :meth:`soft_maps` skips the network, as the CRF is skipped."""
+        return self.finisher.postprocess_options.reads_probs()
+
+    def soft_maps(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+        """:meth:`predict` when :attr:`runs_network`; else, without running the network,
+        (K, 0, 0) float32 placeholders (what :meth:`finish` accepts for unread soft maps) and
+        zero seconds per image."""
+        if self.runs_network:
+            return self.predict(images)
+        images = [check_rgb(rgb) for rgb in images]
+        return [np.zeros((self.info.k, 0, 0), dtype=np.float32) for _ in images], [0.0] * len(images)
+
     def predict(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
         """Run the network on several images, batching those of equal size.
 
@@ -372,7 +388,7 @@ class Segmenter:
 
     def segment_batch(self, images: Sequence[np.ndarray]) -> list[SegmentationResult]:
         """Segment several (H, W, 3) uint8 images; see :meth:`segment`."""
-        probs, seconds = self.predict(images)
+        probs, seconds = self.soft_maps(images)
         return [self.finish(rgb, p, s) for rgb, p, s in zip(images, probs, seconds, strict=True)]
 
     def segment(self, rgb: np.ndarray) -> SegmentationResult:
