@@ -64,7 +64,9 @@ def segment(
     max_size: int = typer.Option(
         2048, "--max-size", min=0, help="Downscale larger images to this side for inference (0: never)."
     ),
-    crf: bool = typer.Option(True, "--crf/--no-crf", help="Fully connected CRF on the soft segmentation."),
+    crf: bool = typer.Option(
+        True, "--crf/--no-crf", help="Fully connected CRF on the soft segmentation (run only when they are read)."
+    ),
     crf_iterations: int = typer.Option(
         5, "--crf-iterations", min=1, help="Mean-field iterations of the CRF."
     ),
