@@ -410,9 +410,6 @@ def run_jobs(
     # batch_size images, and the fullest one when more than 2 * batch_size images wait in all.
     buckets: dict[tuple[int, int], list[tuple[int, Job, np.ndarray, float]]] = {}
     batch_size = segmenter.options.batch_size
-    # Soft maps the post-processing will not read are not shipped to the workers: at the
-    # network's size they are K x 320 x 480 floats (12 MB for K = 20) per image.
-    unread = not segmenter.finisher.postprocess_options.reads_probs()
 
     def settle_all(outcomes: list[tuple[int, ImageRecord | Future]]) -> None:
         for index, outcome in outcomes:
@@ -425,6 +422,8 @@ def run_jobs(
     def infer(batch: list[tuple[int, Job, np.ndarray, float]]) -> list[tuple[int, ImageRecord | Future]]:
         # Runs in an inference thread (or here): touches no state of this function but the pools.
         try:
+            # Soft maps the post-processing will not read are never computed (soft_maps gives
+            # (K, 0, 0) placeholders), so none are shipped to the workers either.
             probs, seconds = segmenter.soft_maps([rgb for _, _, rgb, _ in batch])
         except Exception as exc:  # e.g. an image too large for memory: fail this batch only
             return [
@@ -439,7 +438,6 @@ def run_jobs(
             if post_pool is None:
                 outcomes.append((index, _finish(segmenter.finisher, job, rgb, p, timings)))
             else:
-                p = p[:, :0, :0] if unread else p
                 outcomes.append((index, post_pool.submit(_finish_in_worker, job, rgb, p, timings)))
         return outcomes
 
