@@ -86,3 +86,15 @@ def test_block_mean_and_linear_upsampling_keep_constants_and_sizes():
     assert up.shape == (3, 13, 10)
     np.testing.assert_allclose(up, 0.25)
     assert block_mean(np.zeros((1, 13, 10)), 4).shape == (1, 4, 3)
+
+
+def test_crf_with_very_large_weights_stays_a_finite_distribution():
+    # The last update multiplies p by exp(message): with weights far beyond any tuned value
+    # the messages span hundreds of log units, which must neither overflow nor leave a pixel
+    # with every class at 0.
+    rgb, labels = four_squares()
+    probs = noisy_probs(labels, flip=0.2)
+    out = dense_crf(rgb, probs, CRFOptions(appearance_weight=500.0, smoothness_weight=300.0))
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-5)
+    assert np.mean(out.argmax(axis=0) != labels) < 0.02
