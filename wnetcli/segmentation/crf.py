@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CRFOptions", "dense_crf"]
 
-# Probabilities are clipped here before the log, so a hard 0 from the network is a large but
-# finite unary cost that the CRF can still overrule.
+# Probabilities are clipped here before the log (and before the last update's product), so
+# a hard 0 from the network is a large but finite unary cost that the CRF can still overrule.
 _EPS = 1e-6
 # Lowest (log) message of the last update: exp(-60) * _EPS is still a normal float32.
 _MESSAGE_FLOOR = -60.0
