@@ -77,6 +77,29 @@ def test_reflect_padding_equals_numpy_reflect(height, width, multiple):
     np.testing.assert_array_equal(padded.numpy(), expected)
 
 
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 9), (3, 7), (20, 40), (33, 5)])
+def test_min_side_padding_equals_the_runtimes_numpy_padding(height, width):
+    from wnetcli.segmentation.runtime import pad_batch
+
+    images = _images(1, height, width)
+    padded = pad_to_multiple(images, 16, min_side=32)
+    np.testing.assert_array_equal(padded.numpy(), pad_batch(images.numpy(), 16, min_side=32))
+    assert min(padded.shape[-2:]) >= 32
+
+
+def test_reflect_padded_wnet_encodes_images_smaller_than_two_multiples():
+    # Reflection needs 2 pixels at the deepest level (1/16 of the input): a 1x1 or 3x7 image
+    # padded only to 16 px failed there; ModelConfig.min_padded_side pads it to 32.
+    config = ModelConfig(**TINY, padding_mode="reflect")
+    assert config.min_padded_side == 2 * config.pad_multiple
+    assert ModelConfig(**TINY).min_padded_side == config.pad_multiple
+    model = WNet(config).eval()
+    for height, width in [(1, 1), (3, 7)]:
+        with torch.no_grad():
+            probs, reconstruction = model(_images(2, height, width))
+        assert probs.shape == (2, config.k, height, width) and reconstruction.shape == (2, 3, height, width)
+
+
 def test_set_dropout_changes_every_dropout_layer():
     model = WNet(ModelConfig(**TINY, dropout=0.65))
     model.set_dropout(0.3)

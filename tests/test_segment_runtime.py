@@ -70,6 +70,14 @@ def test_pad_batch_reaches_the_multiple_and_keeps_the_image(height, width):
     np.testing.assert_array_equal(padded[:, :, :height, :width], images)
 
 
+@pytest.mark.parametrize("height,width", [(1, 1), (3, 7), (20, 40), (33, 5)])
+def test_pad_batch_min_side_makes_every_side_at_least_that(height, width):
+    images = np.arange(3 * height * width, dtype=np.float32).reshape(1, 3, height, width)
+    padded = pad_batch(images, 16, min_side=32)
+    assert padded.shape[2] == max(32, -(-height // 16) * 16) and padded.shape[3] == max(32, -(-width // 16) * 16)
+    np.testing.assert_array_equal(padded[:, :, :height, :width], images)
+
+
 def test_pad_batch_reflects_without_repeating_the_edge():
     row = np.array([1, 2, 3], dtype=np.float32).reshape(1, 1, 1, 3)
     padded = pad_batch(np.repeat(row, 2, axis=2), 4)
@@ -157,6 +165,19 @@ def test_the_shipped_default_model_loads_and_describes_itself():
     assert "bsds500/images/train" in seg.info.training_data and "val" not in seg.info.training_data
     result = seg.segment(squares_image(48))
     assert result.labels.shape == (48, 48) and result.regions >= 1
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (3, 7), (16, 16), (20, 31)])
+def test_the_shipped_reflect_padded_model_runs_on_tiny_images(height, width):
+    # Its reflect padding cannot mirror a 1-pixel map: inputs under 32 px used to fail at the
+    # deepest level ("Pad reflect requires axis length >= 2"); the runtime now pads them to 32.
+    seg = Segmenter(None, SegmentOptions(device="cpu", threads=1))
+    assert seg.info.model_config["padding_mode"] == "reflect" and seg.info.min_padded_side == 32
+    rgb = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    probs = seg.predict([rgb])[0][0]
+    assert probs.shape == (seg.info.k, height, width) and np.isfinite(probs).all()
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-4)
+    assert seg.segment(rgb).labels.shape == (height, width)
 
 
 def test_segment_four_squares(model_path):

@@ -67,6 +67,15 @@ class ModelConfig:
         """Height and width fed to the network must be multiples of this (``2**depth``)."""
         return 2**self.depth
 
+    @property
+    def min_padded_side(self) -> int:
+        """Smallest H and W the network accepts: ``2 * pad_multiple`` with reflect padding.
+
+        Reflection needs at least 2 pixels to mirror, so the deepest level (1/pad_multiple of
+        the input) must be 2 pixels wide; zero padding works down to 1.
+        """
+        return 2 * self.pad_multiple if self.padding_mode == "reflect" else self.pad_multiple
+
     def to_dict(self) -> dict:
         """Plain-JSON form, stored in checkpoints and ONNX metadata."""
         return asdict(self)

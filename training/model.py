@@ -132,16 +132,17 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad (N, C, H, W) at the bottom and right to multiples of ``multiple``.
+def pad_to_multiple(images: torch.Tensor, multiple: int, min_side: int = 0) -> torch.Tensor:
+    """Pad (N, C, H, W) at the bottom and right to multiples of ``multiple``, each side at least ``min_side``.
 
-    Mirror padding without repeating the edge (``numpy.pad(mode="reflect")``); where the pad
+    ``min_side`` must be a multiple of ``multiple`` (``ModelConfig.min_padded_side``). Mirror
+    padding without repeating the edge (``numpy.pad(mode="reflect")``); where the pad
     is wider than the image it reflects repeatedly, exactly as numpy does, so that the ONNX
     runtime's NumPy padding gives the same input as this function.
     """
     height, width = images.shape[-2:]
-    pad_h = (-height) % multiple
-    pad_w = (-width) % multiple
+    pad_h = max((-height) % multiple, min_side - height)
+    pad_w = max((-width) % multiple, min_side - width)
     while pad_h > 0 or pad_w > 0:
         # torch's reflect padding must be narrower than the current size: go in chunks.
         step_h = min(pad_h, images.shape[-2] - 1)
@@ -158,7 +159,8 @@ class WNet(nn.Module):
     """The W-Net: encoder U-Net (RGB -> K-way softmax) and decoder U-Net (K -> RGB).
 
     All public methods take RGB images as float tensors (N, 3, H, W) on the 0..255 scale,
-    of any H and W (padded internally to a multiple of ``config.pad_multiple`` and cropped).
+    of any H and W (padded internally to a multiple of ``config.pad_multiple``, at least
+    ``config.min_padded_side``, and cropped).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -182,7 +184,7 @@ class WNet(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Soft segmentation: RGB (N, 3, H, W) on 0..255 -> probabilities (N, K, H, W), summing to 1 over K."""
         height, width = images.shape[-2:]
-        probs = self.encode_aligned(pad_to_multiple(images, self.config.pad_multiple))
+        probs = self.encode_aligned(pad_to_multiple(images, self.config.pad_multiple, self.config.min_padded_side))
         return probs[..., :height, :width]
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,7 +196,7 @@ class WNet(nn.Module):
                 :meth:`normalize` of the input, or map back with ``* 127.5 + 127.5``).
         """
         height, width = images.shape[-2:]
-        padded = pad_to_multiple(images, self.config.pad_multiple)
+        padded = pad_to_multiple(images, self.config.pad_multiple, self.config.min_padded_side)
         probs = torch.softmax(self.encoder(self.normalize(padded)), dim=1)
         reconstruction = self.decoder(probs)
         return probs[..., :height, :width], reconstruction[..., :height, :width]

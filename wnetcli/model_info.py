@@ -56,6 +56,16 @@ class ModelInfo:
     step: int = 0
     short_side: int = 0
 
+    @property
+    def min_padded_side(self) -> int:
+        """Smallest H and W the graph accepts (``training.config.ModelConfig.min_padded_side``).
+
+        Reflect padding needs 2 pixels to mirror at the deepest level, so such a graph fails
+        on inputs under ``2 * pad_multiple``; the runtime pads small images up to this.
+        """
+        reflect = self.model_config.get("padding_mode") == "reflect"
+        return 2 * self.pad_multiple if reflect else self.pad_multiple
+
     def to_metadata(self) -> dict[str, str]:
         """Return the ``metadata_props`` entries (all strings) for this description."""
         values = asdict(self)

@@ -106,20 +106,21 @@ def choose_providers(
     return ProviderChoice((CPU,), "cpu", note="CUDA not usable on this machine; running on the CPU")
 
 
-def pad_batch(images: np.ndarray, multiple: int) -> np.ndarray:
+def pad_batch(images: np.ndarray, multiple: int, min_side: int = 0) -> np.ndarray:
     """Pad (N, C, H, W) at the bottom and right to multiples of ``multiple``, by reflection.
 
-    ``numpy.pad(mode="reflect")`` (the edge is not repeated; where the pad is wider than the
-    image it reflects repeatedly), the same padding ``training.model.pad_to_multiple`` uses,
-    so that the exported graph sees exactly what the trained network saw.
+    Each side becomes at least ``min_side`` (a multiple of ``multiple``:
+    :attr:`ModelInfo.min_padded_side`). ``numpy.pad(mode="reflect")`` (the edge is not
+    repeated; where the pad is wider than the image it reflects repeatedly; a 1-pixel side is
+    copied), the same padding ``training.model.pad_to_multiple`` uses, so that the exported
+    graph sees exactly what the trained network saw.
     """
     height, width = images.shape[-2:]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    pad_h = max((-height) % multiple, min_side - height)
+    pad_w = max((-width) % multiple, min_side - width)
     if pad_h == 0 and pad_w == 0:
         return images
-    # numpy cannot reflect a 1-pixel side; the reflection of one pixel is that pixel.
-    mode = "reflect" if min(height, width) > 1 else "edge"
-    return np.pad(images, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode=mode)
+    return np.pad(images, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="reflect")
 
 
 def _import_onnxruntime():
@@ -224,7 +225,7 @@ class OnnxModel:
             raise InputError(f"expected a batch of RGB images (N, H, W, 3), got shape {batch.shape}")
         height, width = batch.shape[1:3]
         nchw = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=self._input_dtype)
-        padded = np.ascontiguousarray(pad_batch(nchw, self.info.pad_multiple))
+        padded = np.ascontiguousarray(pad_batch(nchw, self.info.pad_multiple, self.info.min_padded_side))
         (probs,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: padded})
         if probs.ndim != 4 or probs.shape[1] != self.info.k:
             raise ModelError(
