@@ -28,6 +28,8 @@ ROWS = [
     ("W-Net in the merge (--wnet-share 0.1), CRF", ["--wnet-share", "0.1"]),
     ("W-Net in the merge (--wnet-share 0.2), CRF", ["--wnet-share", "0.2"]),
     ("W-Net in the merge (--wnet-share 0.2), no CRF", ["--wnet-share", "0.2", "--no-crf"]),
+    ("W-Net edges in the boundary map (--wnet-edges 0.2), CRF", ["--wnet-edges", "0.2"]),
+    ("W-Net edges 0.2 with test-time mirroring (--wnet-edges 0.2 --tta), CRF", ["--wnet-edges", "0.2", "--tta"]),
     ("W-Net argmax segments, CRF, no merging", ["--no-merge"]),
     ("W-Net argmax segments, no CRF, no merging", ["--no-merge", "--no-crf"]),
     ("same hierarchy without the W-Net (--method classical)", ["--method", "classical"]),

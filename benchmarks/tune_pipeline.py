@@ -64,13 +64,15 @@ def _split_items(body: str) -> list[str]:
 
 
 def cache_probs(
-    model: Path, images: list[BsdsImage], cache: Path, threads: int | None, sizes: tuple[int, ...] = ()
+    model: Path, images: list[BsdsImage], cache: Path, threads: int | None, sizes: tuple[int, ...] = (),
+    tta: bool = False,
 ) -> Path:
     """Write the model's (K, H, W) float16 probabilities of every image to ``cache/<sha>/<id>.npy``.
 
     ``sizes``: the network runs at each of these longer-side sizes (0: the model's own scale,
     as ``wnet segment`` runs it) and the probabilities, each enlarged to the image's size, are
-    averaged; empty is ``(0,)``.
+    averaged; empty is ``(0,)``. ``tta``: the network also runs on the mirrored image
+    (``SegmentOptions.tta``, as ``wnet segment --tta``).
     """
     from wnetcli.segmentation import Segmenter, SegmentOptions
     from wnetcli.segmentation.pipeline import resize_probs
@@ -78,11 +80,14 @@ def cache_probs(
     sizes = tuple(sizes) or (0,)
     digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
     folder = cache / (digest if sizes == (0,) else f"{digest}-sizes-{'-'.join(map(str, sizes))}")
+    folder = folder.with_name(folder.name + "-tta") if tta else folder
     folder.mkdir(parents=True, exist_ok=True)
     missing = [image for image in images if not (folder / f"{image.id}.npy").exists()]
     if missing:
-        segmenters = [Segmenter(model, SegmentOptions(device="cpu", threads=threads, max_size=size or 2048))
-                      for size in sizes]
+        segmenters = [
+            Segmenter(model, SegmentOptions(device="cpu", threads=threads, max_size=size or 2048, tta=tta))
+            for size in sizes
+        ]
         for image in missing:
             rgb = read_rgb(image.image)
             # As the segmenter's post-processing sees them: at the image's size.
@@ -141,6 +146,9 @@ def main() -> None:
         "--sizes", default="", help="longer-side sizes to run the network at, comma-separated, probabilities "
         "averaged (0: the model's own scale, the default)",
     )
+    parser.add_argument(
+        "--tta", action="store_true", help="test-time augmentation: average in the mirrored image's soft maps"
+    )
     parser.add_argument("--no-boundary", action="store_true", help="region benchmark only")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/wnet-probs"))
     args = parser.parse_args()
@@ -150,13 +158,18 @@ def main() -> None:
     if args.model is not None:
         began = time.perf_counter()
         sizes = tuple(int(size) for size in args.sizes.split(",") if size)
-        probs_dir = cache_probs(args.model, images, args.cache / args.split, args.threads, sizes)
+        probs_dir = cache_probs(args.model, images, args.cache / args.split, args.threads, sizes, args.tta)
         print(f"probabilities cached in {time.perf_counter() - began:.1f} s: {probs_dir}", file=sys.stderr)
     options = EvaluationOptions(thresholds=args.thresholds, jobs=args.jobs, boundary=not args.no_boundary)
     report = {"split": args.split, "images": len(images), "model": str(args.model), "variants": {}}
     for text in args.variant or ["default:"]:
         name, overrides = parse_variant(text)
-        post = replace(PostprocessOptions(), **overrides)
+        defaults = PostprocessOptions()
+        for key, value in overrides.items():
+            # A value that is not JSON stays a string: "crf=False" would be a truthy "False".
+            if hasattr(defaults, key) and isinstance(value, str) and not isinstance(getattr(defaults, key), str):
+                parser.error(f"variant {name}: {key}={value!r} is not JSON (write true/false, numbers, lists)")
+        post = replace(defaults, **overrides)
         method = CachedPipeline(probs_dir, post, name=name)
         result = evaluate(images, method, options)
         report["variants"][name] = {"overrides": overrides, **summary(result)}

@@ -208,6 +208,19 @@ def test_wnet_share_sets_the_networks_part_of_the_region_likeness(tmp_path):
     assert _build_method(None, None, model, True, False, "cpu", 1).options.postprocess.keep_probs is True
 
 
+def test_wnet_edges_and_tta_reach_the_pipeline_and_name_the_run(tmp_path):
+    pytest.importorskip("wnetcli.segmentation", reason="the W-Net pipeline needs onnxruntime")
+    from wnetcli.cli.evaluate import _build_method
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    chosen = _build_method(None, None, model, True, True, "cpu", 1, wnet_edges=0.2, tta=True)
+    assert chosen.options.postprocess.wnet_weight == pytest.approx(0.2) and chosen.options.tta is True
+    assert chosen.name == "m-wnet-edges-0.2-tta"
+    plain = _build_method(None, None, model, True, True, "cpu", 1)
+    assert plain.options.tta is False and plain.options.postprocess.wnet_weight == 0.0
+
+
 def test_fast_puts_the_hierarchy_on_the_coarser_grid(tmp_path):
     pytest.importorskip("wnetcli.segmentation", reason="the W-Net pipeline needs onnxruntime")
     from wnetcli.cli.evaluate import _build_method

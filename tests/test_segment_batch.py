@@ -351,6 +351,17 @@ def test_cli_segments_and_exit_code_reflects_failures(tmp_path, images, model_pa
     assert "skipped" in result.output
 
 
+def test_cli_wnet_edges_and_tta_run_the_network_and_are_recorded(tmp_path, images, model_path, monkeypatch):
+    (images / "broken.jpg").unlink()
+    monkeypatch.chdir(tmp_path)
+    args = ["segment", str(images), "--out", "out", "--model", str(model_path), "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--wnet-edges", "0.2", "--tta"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "out" / "segment_config.json").read_text())
+    assert config["network_run"] is True and config["segment"]["tta"] is True
+    assert config["postprocess"]["wnet_weight"] == pytest.approx(0.2)
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [

@@ -180,6 +180,20 @@ def test_the_shipped_reflect_padded_model_runs_on_tiny_images(height, width):
     assert seg.segment(rgb).labels.shape == (height, width)
 
 
+def test_tta_averages_the_soft_maps_of_the_image_and_its_mirror(model_path):
+    rgb = np.random.default_rng(1).integers(0, 256, (21, 37, 3), dtype=np.uint8)
+    plain = Segmenter(model_path, SegmentOptions(device="cpu", threads=1))
+    tta = Segmenter(model_path, SegmentOptions(device="cpu", threads=1, tta=True))
+    direct = plain.predict([rgb])[0][0]
+    mirror = plain.predict([np.ascontiguousarray(rgb[:, ::-1])])[0][0][:, :, ::-1]
+    averaged = tta.predict([rgb])[0][0]
+    assert not np.allclose(direct, mirror, atol=1e-3)  # the test image is not symmetric for the net
+    np.testing.assert_allclose(averaged, (direct + mirror) / 2, atol=1e-6)
+    # A mirrored input gives the mirrored soft maps: TTA makes the network mirror-equivariant.
+    flipped = tta.predict([np.ascontiguousarray(rgb[:, ::-1])])[0][0]
+    np.testing.assert_allclose(flipped[:, :, ::-1], averaged, atol=1e-6)
+
+
 def test_segment_four_squares(model_path):
     seg = Segmenter(model_path, SegmentOptions(device="cpu"))
     result = seg.segment(squares_image(34))

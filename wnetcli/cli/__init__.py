@@ -68,6 +68,28 @@ def wnet_share_option(prefix: str = ""):
     )
 
 
+def wnet_edges_option(prefix: str = ""):
+    """The ``--wnet-edges W`` option of segment and evaluate (None: the post-processing default)."""
+    return typer.Option(
+        None,
+        "--wnet-edges",
+        min=0.0,
+        max=1.0,
+        help=prefix + "Weight of the network's own boundaries (where its soft segmentation changes) in "
+        "the boundary map (default 0).",
+    )
+
+
+def tta_option(prefix: str = ""):
+    """The ``--tta`` flag of segment and evaluate."""
+    return typer.Option(
+        False,
+        "--tta",
+        help=prefix + "Also run the network on each image's mirror and average the soft maps "
+        "(twice the inference time; used only where the soft maps are read).",
+    )
+
+
 def fast_option(prefix: str = ""):
     """The ``--fast`` flag of segment and evaluate."""
     return typer.Option(
@@ -78,10 +100,12 @@ def fast_option(prefix: str = ""):
     )
 
 
-def postprocess_overrides(wnet_share: float | None, fast: bool = False) -> dict:
-    """:class:`~wnetcli.segmentation.postprocess.PostprocessOptions` fields that ``--wnet-share``
-    and ``--fast`` set."""
+def postprocess_overrides(wnet_share: float | None, fast: bool = False, wnet_edges: float | None = None) -> dict:
+    """:class:`~wnetcli.segmentation.postprocess.PostprocessOptions` fields that ``--wnet-share``,
+    ``--wnet-edges`` and ``--fast`` set."""
     overrides: dict = {} if wnet_share is None else {"likeness_colour_share": 1.0 - wnet_share}
+    if wnet_edges is not None:
+        overrides["wnet_weight"] = wnet_edges
     if fast:
         from wnetcli.segmentation.postprocess import FAST_OVERRIDES
 

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from wnetcli.cli import command, console, fast_option, postprocess_overrides, wnet_share_option
+from wnetcli.cli import (
+    command,
+    console,
+    fast_option,
+    postprocess_overrides,
+    tta_option,
+    wnet_edges_option,
+    wnet_share_option,
+)
 
 _MAX_FAILURES_SHOWN = 20
 
@@ -62,7 +70,9 @@ def segment(
         help="Post-processing processes (default: one per core, none for a single image; 0: no overlap).",
     ),
     max_size: int = typer.Option(
-        2048, "--max-size", min=0, help="Downscale larger images to this side for inference (0: never)."
+        2048, "--max-size", min=0,
+        help="Segment images whose longer side is larger at this size (network and hierarchy; "
+        "the outputs are mapped back to full size). 0: never.",
     ),
     crf: bool = typer.Option(
         True, "--crf/--no-crf", help="Fully connected CRF on the soft segmentation (run only when they are read)."
@@ -71,6 +81,8 @@ def segment(
         5, "--crf-iterations", min=1, help="Mean-field iterations of the CRF."
     ),
     wnet_share: float | None = wnet_share_option(""),
+    wnet_edges: float | None = wnet_edges_option(""),
+    tta: bool = tta_option(),
     fast: bool = fast_option(),
     regions: int | None = typer.Option(None, "--regions", min=1, help="Cut the hierarchy into N regions."),
     level: float | None = typer.Option(
@@ -88,7 +100,7 @@ def segment(
 
     if regions is not None and level is not None:
         raise InputError("give --regions or --level, not both")
-    overrides = postprocess_overrides(wnet_share, fast)
+    overrides = postprocess_overrides(wnet_share, fast, wnet_edges)
     batch_options = BatchOptions(
         out_dir=out,
         save=_split_save(save),
@@ -104,6 +116,7 @@ def segment(
         streams=streams,
         batch_size=batch_size,
         max_size=max_size or None,
+        tta=tta,
         postprocess=PostprocessOptions(
             crf=crf,
             crf_iterations=crf_iterations,
@@ -146,7 +159,7 @@ def _print_report(report) -> None:
     if not report.network_run:
         console.print(
             "[dim]the network was not run: these settings read none of its output (it runs for "
-            "--wnet-share or --save probs)[/]",
+            "--wnet-share, --wnet-edges or --save probs)[/]",
             highlight=False,
         )
     ok = report.count(OK)
