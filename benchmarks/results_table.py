@@ -32,6 +32,7 @@ ROWS = [
     ("W-Net edges 0.2 with test-time mirroring (--wnet-edges 0.2 --tta), CRF", ["--wnet-edges", "0.2", "--tta"]),
     ("W-Net argmax segments, CRF, no merging", ["--no-merge"]),
     ("W-Net argmax segments, no CRF, no merging", ["--no-merge", "--no-crf"]),
+    ("W-Net argmax segments with test-time mirroring (--tta), CRF, no merging", ["--no-merge", "--tta"]),
     ("same hierarchy without the W-Net (--method classical)", ["--method", "classical"]),
     ("Felzenszwalb-Huttenlocher (scikit-image)", ["--method", "felzenszwalb"]),
     ("SLIC (scikit-image)", ["--method", "slic"]),
