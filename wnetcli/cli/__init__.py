@@ -56,48 +56,47 @@ def is_debug() -> bool:
     return _state["debug"]
 
 
+def _fraction_option(flag: str, help: str):
+    """An optional number in [0, 1] (None: the post-processing default)."""
+    return typer.Option(None, flag, min=0.0, max=1.0, help=help)
+
+
 def wnet_share_option(prefix: str = ""):
     """The ``--wnet-share S`` option of segment and evaluate (None: the post-processing default)."""
-    return typer.Option(
-        None,
+    return _fraction_option(
         "--wnet-share",
-        min=0.0,
-        max=1.0,
-        help=prefix + "The network's share of the region likeness in merging; the rest is the image's colour "
+        prefix + "The network's share of the region likeness in merging; the rest is the image's colour "
         "and texture (default 0).",
     )
 
 
 def wnet_edges_option(prefix: str = ""):
     """The ``--wnet-edges W`` option of segment and evaluate (None: the post-processing default)."""
-    return typer.Option(
-        None,
+    return _fraction_option(
         "--wnet-edges",
-        min=0.0,
-        max=1.0,
-        help=prefix + "Weight of the network's own boundaries (where its soft segmentation changes) in "
+        prefix + "Weight of the network's own boundaries (where its soft segmentation changes) in "
         "the boundary map (default 0).",
     )
 
 
 def tta_option(prefix: str = ""):
     """The ``--tta`` flag of segment and evaluate."""
-    return typer.Option(
-        False,
-        "--tta",
-        help=prefix + "Also run the network on each image's mirror and average the soft maps "
-        "(twice the inference time; used only where the soft maps are read).",
-    )
+    return typer.Option(False, "--tta", help=prefix + TTA_HELP)
 
 
 def fast_option(prefix: str = ""):
     """The ``--fast`` flag of segment and evaluate."""
-    return typer.Option(
-        False,
-        "--fast",
-        help=prefix + "Boundaries and hierarchy on a 2x coarser grid: post-processing about 3x faster, "
-        "borders on a 2-pixel lattice, slightly lower scores (see README).",
-    )
+    return typer.Option(False, "--fast", help=prefix + FAST_HELP)
+
+
+TTA_HELP = (
+    "Also run the network on each image's mirror and average the soft maps "
+    "(twice the inference time; used only where the soft maps are read)."
+)
+FAST_HELP = (
+    "Boundaries and hierarchy on a 2x coarser grid: post-processing about 3x faster, "
+    "borders on a 2-pixel lattice, slightly lower scores (see README)."
+)
 
 
 def postprocess_overrides(wnet_share: float | None, fast: bool = False, wnet_edges: float | None = None) -> dict:
