@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from wnetcli.errors import InputError
+from wnetcli.model_info import min_padded_side
 
 UPSAMPLING_MODES = ("transposed", "transposed_bilinear", "resize_conv")
 PADDING_MODES = ("zeros", "reflect")
@@ -69,12 +70,8 @@ class ModelConfig:
 
     @property
     def min_padded_side(self) -> int:
-        """Smallest H and W the network accepts: ``2 * pad_multiple`` with reflect padding.
-
-        Reflection needs at least 2 pixels to mirror, so the deepest level (1/pad_multiple of
-        the input) must be 2 pixels wide; zero padding works down to 1.
-        """
-        return 2 * self.pad_multiple if self.padding_mode == "reflect" else self.pad_multiple
+        """Smallest H and W the network accepts (:func:`wnetcli.model_info.min_padded_side`)."""
+        return min_padded_side(self.pad_multiple, self.padding_mode)
 
     def to_dict(self) -> dict:
         """Plain-JSON form, stored in checkpoints and ONNX metadata."""

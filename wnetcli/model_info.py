@@ -23,6 +23,15 @@ OUTPUT_NAME = "probs"
 PREFIX = "wnet."
 
 
+def min_padded_side(pad_multiple: int, padding_mode: str) -> int:
+    """Smallest H and W a network with these settings accepts.
+
+    Reflect padding needs at least 2 pixels to mirror, so the deepest level (1/pad_multiple
+    of the input) must be 2 pixels wide: ``2 * pad_multiple``; zero padding works down to 1.
+    """
+    return 2 * pad_multiple if padding_mode == "reflect" else pad_multiple
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Self-description of an exported encoder.
@@ -58,13 +67,9 @@ class ModelInfo:
 
     @property
     def min_padded_side(self) -> int:
-        """Smallest H and W the graph accepts (``training.config.ModelConfig.min_padded_side``).
-
-        Reflect padding needs 2 pixels to mirror at the deepest level, so such a graph fails
-        on inputs under ``2 * pad_multiple``; the runtime pads small images up to this.
-        """
-        reflect = self.model_config.get("padding_mode") == "reflect"
-        return 2 * self.pad_multiple if reflect else self.pad_multiple
+        """Smallest H and W the graph accepts (:func:`min_padded_side`); the runtime pads
+        small images up to this."""
+        return min_padded_side(self.pad_multiple, self.model_config.get("padding_mode", "zeros"))
 
     def to_metadata(self) -> dict[str, str]:
         """Return the ``metadata_props`` entries (all strings) for this description."""

@@ -260,10 +260,11 @@ def dense_crf(rgb: np.ndarray, probs: np.ndarray, options: CRFOptions | None = N
         q = _softmax(unary + _message(q, appearance, (k, h, w), sigma, options), axis=1)
     # Last message from the final low-res marginals, applied to the full-resolution unary:
     # softmax(log p + m) = p exp(m) / sum_k p exp(m), which needs no log of the (K, H, W)
-    # probabilities and no per-pixel maximum (about 15% of the CRF's time). Subtracting each cell's largest message
-    # changes every class of a pixel by the same amount after the (convex) bilinear
-    # upsampling, so the softmax is unchanged and exp(m) <= 1 cannot overflow; the floor
-    # keeps it from underflowing to 0 for every class with absurdly large weights.
+    # probabilities and no per-pixel maximum (about 15% of the CRF's time). Subtracting each
+    # cell's largest message changes every class of a pixel by the same amount after the
+    # (convex) bilinear upsampling, so the softmax is unchanged and exp(m) <= 1 cannot
+    # overflow; the floor keeps it from underflowing to 0 for every class with absurdly
+    # large weights.
     message = _message(q, appearance, (k, h, w), sigma, options)
     message -= message.max(axis=1, keepdims=True)
     up = upsample_linear(np.ascontiguousarray(message.T).reshape(k, h, w), (height, width), s)

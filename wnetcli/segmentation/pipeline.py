@@ -51,7 +51,7 @@ class SegmentOptions:
             with the pixel count. ``None``: never.
         tta: test-time augmentation: the network also runs on the left-right mirror of each
             image, and the two soft maps (the mirror's mirrored back) are averaged. Twice the
-            inference time; on BSDS500 it raised every W-Net cue a little (model card).
+            inference time; on BSDS500 it helped the W-Net cues on most measures (model card).
         spinning: let onnxruntime's idle threads busy-wait for work (off: faster on a shared
             machine and beside the post-processing processes; see
             :class:`~wnetcli.segmentation.runtime.OnnxModel`).
