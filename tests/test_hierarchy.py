@@ -259,3 +259,20 @@ def test_split_by_adds_the_borders_of_a_second_partition():
     # horizontal line): they are the first to go.
     assert hierarchy.levels[1] < 0.05
     assert same_partition(ucm2_to_labels(hierarchy.ucm2, 0.3), quadrants)
+
+
+def test_flood_gives_the_superpixels_and_strength_the_merge_levels():
+    strength, quadrants = four_square_strength()
+    rng = np.random.default_rng(3)
+    flood = ndi.gaussian_filter(rng.random(strength.shape), 1.5).astype(np.float32)
+    hierarchy = build_hierarchy(strength, SuperpixelOptions(window=3), flood=flood)
+    # The borders come from the flooded map, not from the four squares' lines...
+    np.testing.assert_array_equal(
+        hierarchy.superpixels, watershed_superpixels(flood, SuperpixelOptions(window=3))
+    )
+    assert not same_partition(hierarchy.superpixels, build_hierarchy(strength, SuperpixelOptions(window=3)).superpixels)
+    # ...and the levels from the strength map: the same flood with a flat strength merges at 0.
+    flat = build_hierarchy(np.zeros_like(strength), SuperpixelOptions(window=3), flood=flood)
+    assert flat.levels.max() == 0 and hierarchy.levels.max() > 0
+    with pytest.raises(ValueError, match="flood"):
+        build_hierarchy(strength, flood=flood[:-1])

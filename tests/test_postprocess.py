@@ -210,3 +210,19 @@ def test_keep_probs_off_skips_the_crf_only_when_no_cue_reads_it():
     np.testing.assert_array_equal(dropped.ucm2, kept.ucm2)  # the default cues never read the soft maps
     with_wnet = postprocess(rgb, probs, PostprocessOptions(keep_probs=False, likeness_colour_share=0.7))
     assert with_wnet.timings["crf"] > 0 and with_wnet.probs.shape[0] == 0
+
+
+def test_wnet_merge_only_keeps_the_image_cues_superpixel_borders():
+    rgb, _, probs = four_squares()
+    rng = np.random.default_rng(1)
+    noisy = rng.random(probs.shape).astype(np.float32)
+    noisy /= noisy.sum(axis=0)
+    finest = dict(crf=False, level=0.0, wnet_weight=0.5)
+    colour_only = postprocess(rgb, None, PostprocessOptions(level=0.0))
+    # The noisy soft maps' edges move the superpixel borders when the watershed floods them...
+    flooded = postprocess(rgb, noisy, PostprocessOptions(**finest))
+    assert not np.array_equal(flooded.ucm2 > 0, colour_only.ucm2 > 0)
+    # ...and with wnet_merge_only they change only the levels at which the borders go.
+    merge_only = postprocess(rgb, noisy, PostprocessOptions(wnet_merge_only=True, **finest))
+    np.testing.assert_array_equal(merge_only.ucm2 > 0, colour_only.ucm2 > 0)
+    assert not np.allclose(merge_only.ucm2, colour_only.ucm2)

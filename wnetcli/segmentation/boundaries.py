@@ -27,6 +27,7 @@ import numpy as np
 
 __all__ = [
     "BoundaryOptions",
+    "boundary_maps",
     "boundary_strength",
     "colour_gradient",
     "probability_boundaries",
@@ -226,15 +227,36 @@ def boundary_strength(
     -------
     (H, W) float32 ndarray in [0, 1]
     """
+    return boundary_maps(lab, probs, options, histograms, textons)[0]
+
+
+def boundary_maps(
+    lab: np.ndarray,
+    probs: np.ndarray | None,
+    options: BoundaryOptions | None = None,
+    histograms: np.ndarray | None = None,
+    textons: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`boundary_strength` (same arguments), and the weighted mean of the image cues alone.
+
+    Returns
+    -------
+    combined : (H, W) float32 ndarray in [0, 1]
+        The map of :func:`boundary_strength`.
+    image_only : (H, W) float32 ndarray in [0, 1], or None
+        The same mean without the W-Net cues, computed from the same cue maps; ``None`` when
+        there is no image cue (colour, histogram and texture weights all 0).
+    """
     options = options or BoundaryOptions()
-    parts: list[tuple[float, np.ndarray]] = []
+    wnet_parts: list[tuple[float, np.ndarray]] = []
+    image_parts: list[tuple[float, np.ndarray]] = []
     if probs is not None and options.wnet_weight > 0:
-        parts.append((options.wnet_weight, probability_boundaries(probs, options.wnet_sigma)))
+        wnet_parts.append((options.wnet_weight, probability_boundaries(probs, options.wnet_sigma)))
     if probs is not None and options.wnet_histogram_weight > 0:
         class_mix = np.asarray(probs, dtype=np.float32)[None]  # one group of K bins
-        parts.append((options.wnet_histogram_weight, lab_histogram_gradient(class_mix, options.histogram_sigmas)))
+        wnet_parts.append((options.wnet_histogram_weight, lab_histogram_gradient(class_mix, options.histogram_sigmas)))
     if options.colour_weight > 0:
-        parts.append(
+        image_parts.append(
             (options.colour_weight, colour_gradient(lab, options.colour_sigmas, options.colour_contrast))
         )
     if options.histogram_weight > 0:
@@ -242,13 +264,21 @@ def boundary_strength(
         if histograms is None:
             histograms = lab_histograms(lab, options.histogram_bins, grid)
         gradient = lab_histogram_gradient(histograms, options.histogram_sigmas, grid, lab.shape[:2])
-        parts.append((options.histogram_weight, gradient))
+        image_parts.append((options.histogram_weight, gradient))
     if options.texture_weight > 0:
-        parts.append(
+        image_parts.append(
             (options.texture_weight, texture_gradient(lab, options.textons, options.histogram_sigmas, textons))
         )
-    if not parts:
+    if not wnet_parts and not image_parts:
         raise ValueError("no boundary cue left: probs is None and colour_weight is 0")
+    image_only = _weighted_mean(image_parts) if image_parts else None
+    if not wnet_parts:
+        return image_only, image_only
+    return _weighted_mean(wnet_parts + image_parts), image_only
+
+
+def _weighted_mean(parts: list[tuple[float, np.ndarray]]) -> np.ndarray:
+    """(weight, (H, W) map) pairs -> their weighted mean, float32."""
     total = sum(weight for weight, _ in parts)
     combined = sum(weight * cue for weight, cue in parts) / total
     return combined.astype(np.float32, copy=False)

@@ -464,6 +464,7 @@ def build_hierarchy(
     options: SuperpixelOptions | None = None,
     descriptors: np.ndarray | None = None,
     split_by: np.ndarray | None = None,
+    flood: np.ndarray | None = None,
 ) -> Hierarchy:
     """Superpixels, greedy merging and the ucm2 of a boundary map.
 
@@ -480,6 +481,10 @@ def build_hierarchy(
         A second partition (the W-Net's argmax, say): the superpixels are also cut wherever
         it changes, so its borders become candidate region borders for the merging to keep
         or remove.
+    flood : (H, W) float ndarray in [0, 1], optional
+        The map the watershed floods into superpixels, if not ``strength`` itself; the merge
+        costs always read ``strength``. So a cue can weigh in the merging without moving the
+        superpixel borders.
 
     Returns
     -------
@@ -493,7 +498,13 @@ def build_hierarchy(
         raise ValueError(f"strength must be a 2-D (H, W) map, got shape {strength.shape}")
     # Values outside [0, 1] would give ucm levels outside it.
     strength = np.clip(strength, 0.0, 1.0)
-    superpixels = watershed_superpixels(strength, options)
+    if flood is None:
+        flood = strength
+    else:
+        flood = np.clip(np.asarray(flood, dtype=np.float32), 0.0, 1.0)
+        if flood.shape != strength.shape:
+            raise ValueError(f"flood must have the shape of strength {strength.shape}, got {flood.shape}")
+    superpixels = watershed_superpixels(flood, options)
     if split_by is not None:
         from skimage.measure import label
 

@@ -21,7 +21,7 @@ from wnetcli.segmentation.boundaries import (
     LAB_RANGES,
     TEXTON_SAMPLE,
     BoundaryOptions,
-    boundary_strength,
+    boundary_maps,
     histogram_grid,
     lab_histograms,
     one_hot,
@@ -85,6 +85,9 @@ class PostprocessOptions:
             and PRI at every weight tried (the network's maps change inside textures too).
         wnet_histogram_weight: weight of the soft segmentation's region cue (the chi-squared
             gradient of its class mix, :class:`.boundaries.BoundaryOptions`).
+        wnet_merge_only: the W-Net's boundary cues (``wnet_weight``,
+            ``wnet_histogram_weight``) weigh in the merge costs only: the watershed floods the
+            image cues' map, so the superpixel borders stay where the image's edges are.
         wnet_split: cut the watershed superpixels along the changes of the (CRF-smoothed)
             soft segmentation's argmax too, as the paper's Algorithm 2 takes its candidate
             boundaries from the CRF segmentation (:func:`.hierarchy.build_hierarchy`).
@@ -142,6 +145,7 @@ class PostprocessOptions:
     crf_radius: int = 3
     wnet_weight: float = 0.0
     wnet_histogram_weight: float = 0.0
+    wnet_merge_only: bool = False
     wnet_split: bool = False
     colour_weight: float = 1.0
     colour_sigmas: tuple[float, ...] = (1.0, 2.0, 4.0)
@@ -394,13 +398,16 @@ def postprocess(
     needs_textons = options.texture_weight > 0 or (options.likeness_weight > 0 and options.likeness_texture_share > 0)
     textons = _texton_labels(work_rgb, lab, options) if needs_textons else None
     texton_bins = one_hot(textons, options.textons)[None] if options.texture_weight > 0 else None
-    strength = boundary_strength(lab, cue_probs if use_wnet else None, boundary_options, histograms, texton_bins)
+    strength, image_strength = boundary_maps(
+        lab, cue_probs if use_wnet else None, boundary_options, histograms, texton_bins
+    )
+    flood = image_strength if options.wnet_merge_only and image_strength is not None else None
     timings["boundaries"] = time.perf_counter() - began
 
     began = time.perf_counter()
     descriptors = _descriptors(lab, cue_probs if use_wnet else None, options, textons)
     split_by = cue_probs.argmax(axis=0) if use_wnet and options.wnet_split else None
-    hierarchy = build_hierarchy(strength, options.superpixel_options(), descriptors, split_by)
+    hierarchy = build_hierarchy(strength, options.superpixel_options(), descriptors, split_by, flood)
     if options.regions is not None:
         threshold = threshold_for_regions(hierarchy.levels, options.regions)
     else:
