@@ -30,6 +30,10 @@ ROWS = [
     ("W-Net in the merge (--wnet-share 0.2), no CRF", ["--wnet-share", "0.2", "--no-crf"]),
     ("W-Net edges in the boundary map (--wnet-edges 0.2), CRF", ["--wnet-edges", "0.2"]),
     ("W-Net edges 0.2 with test-time mirroring (--wnet-edges 0.2 --tta), CRF", ["--wnet-edges", "0.2", "--tta"]),
+    (
+        "--fast with the W-Net edges in the merge only (--fast --wnet-edges 0.2 --wnet-merge-only), CRF",
+        ["--fast", "--wnet-edges", "0.2", "--wnet-merge-only"],
+    ),
     ("W-Net argmax segments, CRF, no merging", ["--no-merge"]),
     ("W-Net argmax segments, no CRF, no merging", ["--no-merge", "--no-crf"]),
     ("W-Net argmax segments with test-time mirroring (--tta), CRF, no merging", ["--no-merge", "--tta"]),

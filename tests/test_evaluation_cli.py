@@ -219,6 +219,9 @@ def test_wnet_edges_and_tta_reach_the_pipeline_and_name_the_run(tmp_path):
     assert chosen.name == "m-wnet-edges-0.2-tta"
     plain = _build_method(None, None, model, True, True, "cpu", 1)
     assert plain.options.tta is False and plain.options.postprocess.wnet_weight == 0.0
+    merge_only = _build_method(None, None, model, True, True, "cpu", 1, wnet_edges=0.2, merge_only=True)
+    assert merge_only.options.postprocess.wnet_merge_only is True and merge_only.name == "m-wnet-edges-0.2-merge-only"
+    assert plain.options.postprocess.wnet_merge_only is False
 
 
 def test_fast_puts_the_hierarchy_on_the_coarser_grid(tmp_path):

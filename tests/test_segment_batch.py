@@ -360,6 +360,13 @@ def test_cli_wnet_edges_and_tta_run_the_network_and_are_recorded(tmp_path, image
     config = json.loads((tmp_path / "out" / "segment_config.json").read_text())
     assert config["network_run"] is True and config["segment"]["tta"] is True
     assert config["postprocess"]["wnet_weight"] == pytest.approx(0.2)
+    result = runner.invoke(app, [*args, "--overwrite", "--wnet-edges", "0.2", "--wnet-merge-only"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "out" / "segment_config.json").read_text())
+    assert config["postprocess"]["wnet_merge_only"] is True and config["network_run"] is True
+    result = runner.invoke(app, [*args, "--wnet-merge-only"])
+    assert result.exit_code == 1
+    assert "--wnet-merge-only needs --wnet-edges" in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize(

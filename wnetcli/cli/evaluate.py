@@ -11,6 +11,7 @@ from wnetcli.cli import (
     command,
     console,
     fast_option,
+    merge_only_option,
     postprocess_overrides,
     tta_option,
     wnet_edges_option,
@@ -30,6 +31,7 @@ def _build_method(
     fast: bool = False,
     wnet_edges: float | None = None,
     tta: bool = False,
+    merge_only: bool = False,
 ):
     """The method under evaluation, from the mutually exclusive --results / --method / --model."""
     from wnetcli.errors import InputError
@@ -62,11 +64,13 @@ def _build_method(
     # Each worker process runs its own onnxruntime session: share the cores instead of oversubscribing.
     threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
     # The hierarchy needs the soft maps only through the W-Net cues; --no-merge scores their argmax.
-    post = PostprocessOptions(crf=crf, keep_probs=not merge, **postprocess_overrides(wnet_share, fast, wnet_edges))
+    overrides = postprocess_overrides(wnet_share, fast, wnet_edges, merge_only)
+    post = PostprocessOptions(crf=crf, keep_probs=not merge, **overrides)
     options = SegmentOptions(device=device, threads=threads, tta=tta, postprocess=post)
     name = (model.stem if model else "wnet") + ("" if crf else "-no-crf") + ("" if merge else "-no-merge")
     name += "" if wnet_share is None else f"-wnet-share-{wnet_share:g}"
     name += "" if wnet_edges is None else f"-wnet-edges-{wnet_edges:g}"
+    name += "-merge-only" if merge_only else ""
     name += "-tta" if tta else ""
     name += "-fast" if fast else ""
     return SegmenterMethod(model, options, name=name, merge=merge)
@@ -100,6 +104,7 @@ def evaluate(
     ),
     wnet_share: float | None = wnet_share_option("W-Net pipeline: "),
     wnet_edges: float | None = wnet_edges_option("W-Net pipeline: "),
+    merge_only: bool = merge_only_option("W-Net pipeline: "),
     tta: bool = tta_option("W-Net pipeline: "),
     fast: bool = fast_option("W-Net pipeline and classical: "),
     device: str = typer.Option("auto", "--device", help="W-Net pipeline: auto, cpu or cuda."),
@@ -113,7 +118,9 @@ def evaluate(
     images = find_split(bsds, split.lower())
     if limit is not None:
         images = images[:limit]
-    chosen = _build_method(results, method, model, crf, merge, device, jobs, wnet_share, fast, wnet_edges, tta)
+    chosen = _build_method(
+        results, method, model, crf, merge, device, jobs, wnet_share, fast, wnet_edges, tta, merge_only
+    )
     out = out or Path(f"eval-{chosen.name}")
     options = EvaluationOptions(
         thresholds=thresholds, jobs=jobs, regions=regions, save_dir=out / "results" if save_results else None

@@ -10,6 +10,7 @@ from wnetcli.cli import (
     command,
     console,
     fast_option,
+    merge_only_option,
     postprocess_overrides,
     tta_option,
     wnet_edges_option,
@@ -82,6 +83,7 @@ def segment(
     ),
     wnet_share: float | None = wnet_share_option(""),
     wnet_edges: float | None = wnet_edges_option(""),
+    merge_only: bool = merge_only_option(),
     tta: bool = tta_option(),
     fast: bool = fast_option(),
     regions: int | None = typer.Option(None, "--regions", min=1, help="Cut the hierarchy into N regions."),
@@ -100,7 +102,7 @@ def segment(
 
     if regions is not None and level is not None:
         raise InputError("give --regions or --level, not both")
-    overrides = postprocess_overrides(wnet_share, fast, wnet_edges)
+    overrides = postprocess_overrides(wnet_share, fast, wnet_edges, merge_only)
     batch_options = BatchOptions(
         out_dir=out,
         save=_split_save(save),

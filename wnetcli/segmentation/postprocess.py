@@ -87,7 +87,9 @@ class PostprocessOptions:
             gradient of its class mix, :class:`.boundaries.BoundaryOptions`).
         wnet_merge_only: the W-Net's boundary cues (``wnet_weight``,
             ``wnet_histogram_weight``) weigh in the merge costs only: the watershed floods the
-            image cues' map, so the superpixel borders stay where the image's edges are.
+            image cues' map, so the superpixel borders stay where the image's edges are
+            (``--wnet-merge-only``; off: it helped on BSDS500 train only with the ``--fast``
+            grid, see wnetcli/models/README.md).
         wnet_split: cut the watershed superpixels along the changes of the (CRF-smoothed)
             soft segmentation's argmax too, as the paper's Algorithm 2 takes its candidate
             boundaries from the CRF segmentation (:func:`.hierarchy.build_hierarchy`).
