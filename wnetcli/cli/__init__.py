@@ -126,7 +126,9 @@ def postprocess_overrides(
         if not wnet_edges:
             from wnetcli.errors import InputError
 
-            raise InputError("--wnet-merge-only needs --wnet-edges W (W > 0): it keeps those edges out of the watershed")
+            raise InputError(
+                "--wnet-merge-only needs --wnet-edges W (W > 0): it keeps those edges out of the watershed"
+            )
         overrides["wnet_merge_only"] = True
     if fast:
         from wnetcli.segmentation.postprocess import FAST_OVERRIDES
