@@ -403,7 +403,8 @@ def postprocess(
     strength, image_strength = boundary_maps(
         lab, cue_probs if use_wnet else None, boundary_options, histograms, texton_bins
     )
-    flood = image_strength if options.wnet_merge_only and image_strength is not None else None
+    # The watershed floods the image cues alone only when they differ from the combined map.
+    flood = image_strength if options.wnet_merge_only and image_strength is not strength else None
     timings["boundaries"] = time.perf_counter() - began
 
     began = time.perf_counter()
