@@ -1,7 +1,9 @@
 """The README's results table: `wnet evaluate` on a BSDS500 split for every method, in one run.
 
 Each row is one `wnet evaluate` command (printed as it runs); its metrics.json is read back.
-Prints the table as JSON on stdout and writes it as Markdown to ``<out>/results.md``::
+Prints the table as JSON on stdout and writes it as Markdown to ``<out>/results.md``, followed
+by a second table: each W-Net row against the same hierarchy without the network, with the
+95% interval of a paired bootstrap over the images (``wnet compare``)::
 
     .venv/bin/python benchmarks/results_table.py --split val --jobs 2 --out bench-out/results
 
@@ -20,29 +22,40 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: (row name, extra `wnet evaluate` arguments). Each row's output folder is named after its
-#: arguments (``<out>/default``, ``<out>/wnet-share-0.2``, ``<out>/method-slic``, ...).
+#: (row name, extra `wnet evaluate` arguments, the row it is compared with or None). Each row's
+#: output folder is named after its arguments (``<out>/default``, ``<out>/wnet-share-0.2``,
+#: ``<out>/method-slic``, ...); the third field names the folder of the same hierarchy without
+#: the network, against which a paired bootstrap over the images (``wnet compare``) tells
+#: whether the row's difference is more than chance.
 ROWS = [
-    ("wnet default (W-Net out of the merge: --wnet-share 0)", []),
-    ("wnet default with --fast (cues and hierarchy on a 2x coarser grid)", ["--fast"]),
-    ("W-Net in the merge (--wnet-share 0.1), CRF", ["--wnet-share", "0.1"]),
-    ("W-Net in the merge (--wnet-share 0.2), CRF", ["--wnet-share", "0.2"]),
-    ("W-Net in the merge (--wnet-share 0.2), no CRF", ["--wnet-share", "0.2", "--no-crf"]),
-    ("W-Net edges in the boundary map (--wnet-edges 0.2), CRF", ["--wnet-edges", "0.2"]),
-    ("W-Net edges 0.2 with test-time mirroring (--wnet-edges 0.2 --tta), CRF", ["--wnet-edges", "0.2", "--tta"]),
+    ("wnet default (W-Net out of the merge: --wnet-share 0)", [], None),
+    ("wnet default with --fast (cues and hierarchy on a 2x coarser grid)", ["--fast"], None),
+    ("W-Net in the merge (--wnet-share 0.1), CRF", ["--wnet-share", "0.1"], "default"),
+    ("W-Net in the merge (--wnet-share 0.2), CRF", ["--wnet-share", "0.2"], "default"),
+    ("W-Net in the merge (--wnet-share 0.2), no CRF", ["--wnet-share", "0.2", "--no-crf"], "default"),
+    ("W-Net edges in the boundary map (--wnet-edges 0.2), CRF", ["--wnet-edges", "0.2"], "default"),
+    (
+        "W-Net edges 0.2 with test-time mirroring (--wnet-edges 0.2 --tta), CRF",
+        ["--wnet-edges", "0.2", "--tta"],
+        "default",
+    ),
     (
         "--fast with the W-Net edges in the merge only (--fast --wnet-edges 0.2 --wnet-merge-only), CRF",
         ["--fast", "--wnet-edges", "0.2", "--wnet-merge-only"],
+        "fast",
     ),
-    ("W-Net argmax segments, CRF, no merging", ["--no-merge"]),
-    ("W-Net argmax segments, no CRF, no merging", ["--no-merge", "--no-crf"]),
-    ("W-Net argmax segments with test-time mirroring (--tta), CRF, no merging", ["--no-merge", "--tta"]),
-    ("same hierarchy without the W-Net (--method classical)", ["--method", "classical"]),
-    ("Felzenszwalb-Huttenlocher (scikit-image)", ["--method", "felzenszwalb"]),
-    ("SLIC (scikit-image)", ["--method", "slic"]),
-    ("Quickshift (scikit-image)", ["--method", "quickshift"]),
-    ("Watershed (scikit-image)", ["--method", "watershed"]),
+    ("W-Net argmax segments, CRF, no merging", ["--no-merge"], None),
+    ("W-Net argmax segments, no CRF, no merging", ["--no-merge", "--no-crf"], None),
+    ("W-Net argmax segments with test-time mirroring (--tta), CRF, no merging", ["--no-merge", "--tta"], None),
+    ("same hierarchy without the W-Net (--method classical)", ["--method", "classical"], None),
+    ("Felzenszwalb-Huttenlocher (scikit-image)", ["--method", "felzenszwalb"], None),
+    ("SLIC (scikit-image)", ["--method", "slic"], None),
+    ("Quickshift (scikit-image)", ["--method", "quickshift"], None),
+    ("Watershed (scikit-image)", ["--method", "watershed"], None),
 ]
+
+#: The measures of the comparison table (names of wnetcli.evaluation.counts.MEASURES).
+COMPARED = ("covering ODS", "PRI ODS", "VI ODS", "boundary F ODS")
 
 
 #: Published on BSDS500 test (Xia & Kulis 2017, Table 1; boundary F of gPb-owt-ucm from
@@ -89,6 +102,40 @@ def run_row(args: argparse.Namespace, name: str, extra: list[str], folder: Path)
     }
 
 
+def folder_name(extra: list[str]) -> str:
+    """The output folder of a row: its arguments joined, or ``default``."""
+    return "-".join(part.lstrip("-") for part in extra) or "default"
+
+
+def compare_with(baseline: Path, candidate: Path) -> dict:
+    """The paired bootstrap of `wnet compare` (2,000 draws, 95%, seed 0), as its JSON."""
+    from wnetcli.evaluation import RunCounts, compare_runs
+
+    comparison = compare_runs(RunCounts.load(baseline), RunCounts.load(candidate))
+    return {**comparison.to_dict(), "baseline_folder": baseline.name}
+
+
+def comparison_markdown(rows: list[dict]) -> str:
+    """The rows that have a baseline: difference and 95% interval of each COMPARED measure."""
+    compared = [row for row in rows if "against" in row]
+    if not compared:
+        return ""
+    lines = [
+        "| method | against the row | " + " | ".join(f"{name} (95% interval)" for name in COMPARED) + " |",
+        "|---|---|" + "---|" * len(COMPARED),
+    ]
+    for row in compared:
+        measures = row["against"]["measures"]
+        cells = []
+        for name in COMPARED:
+            m = measures[name]
+            low, high = m["interval"]
+            mark = {"better": " **better**", "worse": " **worse**"}.get(m["verdict"], "")
+            cells.append(f"{m['difference']:+.3f} ({low:+.3f}..{high:+.3f}){mark}")
+        lines.append(f"| {row['method']} | {row['against']['baseline_folder']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _levels(folder: Path) -> int:
     """How many thresholds (levels) the row was scored at: rows of its eval_bdry_thr.csv."""
     return len((folder / "eval_bdry_thr.csv").read_text().split()) - 1  # less the header
@@ -126,15 +173,18 @@ def main() -> None:
     )
     args = parser.parse_args()
     rows = []
-    for name, extra in ROWS:
+    for name, extra, baseline in ROWS:
         if args.only and not any(part.lower() in name.lower() for part in args.only):
             continue
-        folder = args.out / ("-".join(part.lstrip("-") for part in extra) or "default")
-        rows.append(run_row(args, name, extra, folder))
+        folder = args.out / folder_name(extra)
+        row = run_row(args, name, extra, folder)
+        if baseline is not None and (args.out / baseline / "counts.npz").exists():
+            row["against"] = compare_with(args.out / baseline, folder)
+        rows.append(row)
     measured = list(rows)
     rows += [{"method": name, **values} for name, values in PAPER]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text(markdown(rows, args.split))
+    (args.out / "results.md").write_text(markdown(rows, args.split) + "\n" + comparison_markdown(measured))
     print(json.dumps({"split": args.split, "rows": measured}, indent=1))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bsds_data import BENCH, BSDS, bench_tree
 from typer.testing import CliRunner
 
 from wnetcli.cli import app
@@ -16,23 +17,7 @@ from wnetcli.evaluation import Baseline, EvaluationOptions, SegmenterMethod, eva
 from wnetcli.evaluation.baselines import nest_levels
 from wnetcli.ucm import ucm2_to_labels
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-BENCH = DATA / "bsds500-bench"
-BSDS = DATA / "bsds500"
-
 runner = CliRunner()
-
-
-def bench_tree(root: Path, count: int = 2) -> Path:
-    """A BSDS layout ``{images,groundTruth}/val`` of links to the bench images (no copies)."""
-    if not BENCH.is_dir():
-        pytest.skip(f"BSDS bench data not found at {BENCH}")
-    for sub, suffix in (("images", ".jpg"), ("groundTruth", ".mat")):
-        folder = root / sub / "val"
-        folder.mkdir(parents=True)
-        for path in sorted((BENCH / sub).glob(f"*{suffix}"))[:count]:
-            (folder / path.name).symlink_to(path)
-    return root
 
 
 @pytest.mark.needs_data
@@ -244,3 +229,39 @@ def test_fast_puts_the_hierarchy_on_the_coarser_grid(tmp_path):
                                  "--thresholds", "5", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["images"] == 2
+
+
+@pytest.mark.needs_data
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="lists processes through /proc (Linux)")
+def test_a_killed_evaluation_leaves_no_worker_behind(tmp_path):
+    import signal
+    import time
+
+    bsds = bench_tree(tmp_path / "bsds", count=5)
+    marker = str(tmp_path / "out")  # on the command line of the run and of its forked workers
+    code = "import sys; from wnetcli.cli import main; main(sys.argv[1:])"
+    args = ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "classical", "--jobs", "2"]
+    run = subprocess.Popen([sys.executable, "-c", code, *args, "--out", marker])
+
+    def others() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != run.pid:
+                try:
+                    if marker.encode() in (entry / "cmdline").read_bytes():
+                        found.append(int(entry.name))
+                except OSError:  # ended meanwhile
+                    continue
+        return found
+
+    deadline = time.monotonic() + 60
+    while len(others()) < 2 and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    if run.poll() is not None:
+        pytest.fail("the evaluation ended before its workers were seen; the test proves nothing")
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while (left := others()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"workers of the killed evaluation are still alive: {left}"

@@ -184,9 +184,40 @@ def test_a_wnet_cue_runs_the_network(model_path):
     cue, plain = segmenter(wnet_weight=0.2), segmenter()
     assert cue.runs_network and not plain.runs_network
     (probs,), (seconds,) = plain.soft_maps([squares_image(20)])
-    assert probs.shape == (4, 0, 0) and seconds == 0.0
+    assert probs.shape == (1, 0, 0) and seconds == 0.0
+    # Never run, never loaded: no onnxruntime session, no device probe, no device note.
+    assert plain._model is None and plain.device == "cpu" and plain.device_note == ""
     (probs,), _ = cue.soft_maps([squares_image(20)])
     assert probs.shape == (4, 20, 20)
+    assert plain.info.k == 4 and plain._model is not None  # the library can still ask for it
+
+
+def test_a_missing_model_fails_even_where_the_network_would_not_run(tmp_path):
+    from wnetcli.errors import ModelError
+    from wnetcli.segmentation.postprocess import PostprocessOptions
+
+    options = SegmentOptions(device="cpu", postprocess=PostprocessOptions(keep_probs=False))
+    with pytest.raises(ModelError, match="model not found"):
+        Segmenter(tmp_path / "missing.onnx", options)
+
+
+def test_a_folder_run_without_the_network_never_imports_onnxruntime(tmp_path, images, model_path):
+    # In a fresh interpreter: this one has imported onnxruntime for other tests.
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from wnetcli.segmentation import BatchOptions, SegmentOptions, segment_folder\n"
+        "from wnetcli.segmentation.postprocess import PostprocessOptions\n"
+        "options = SegmentOptions(device='auto', postprocess=PostprocessOptions(keep_probs=False))\n"
+        f"report = segment_folder([Path({str(images)!r})], Path({str(model_path)!r}), "
+        f"BatchOptions(out_dir=Path({str(tmp_path / 'out')!r}), workers=0), options)\n"
+        "print(report.network_run, report.device_note == '', 'onnxruntime' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "False"]
+    config = json.loads((tmp_path / "out" / "segment_config.json").read_text())
+    assert config["network_run"] is False and config["model_info"] is None
 
 
 @pytest.mark.parametrize("streams", [1, 3])
@@ -386,7 +417,8 @@ def test_cli_user_errors_are_one_line(tmp_path, images, model_path, extra, messa
     result = runner.invoke(app, [*args, *extra])
     assert result.exit_code == 1
     assert message in result.output and "Traceback" not in result.output
-    assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+    # Exactly one line: no empty line either (a progress bar outside a terminal left one).
+    assert result.output.count("\n") == 1 and result.output.endswith("\n"), repr(result.output)
 
 
 def test_cli_device_cuda_without_cuda_is_one_line(tmp_path, images, model_path, monkeypatch):
@@ -395,15 +427,20 @@ def test_cli_device_cuda_without_cuda_is_one_line(tmp_path, images, model_path, 
     monkeypatch.setattr(runtime, "cuda_driver_present", lambda: False)  # as on a machine without a GPU
     monkeypatch.chdir(tmp_path)
     args = ["segment", str(images), "--out", "out", "--model", str(model_path), "--device", "cuda"]
-    result = runner.invoke(app, args)
+    result = runner.invoke(app, [*args, "--wnet-edges", "0.2"])  # a setting that runs the network
     assert result.exit_code == 1 and "--device cuda" in result.output
     assert len(result.output.strip().splitlines()) == 1
+    # Settings that never run the network never touch the device either.
+    result = runner.invoke(app, [*args, "--out", "out-plain"])
+    assert "the network was not run" in result.output and "--device cuda" not in result.output
+    assert (tmp_path / "out-plain" / "a.png").is_file()
 
 
 def test_cli_missing_input_and_missing_default_model(tmp_path, model_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["segment", "nowhere", "--out", "out", "--model", str(model_path)])
     assert result.exit_code == 1 and "input not found: nowhere" in result.output
+    assert result.output.count("\n") == 1, repr(result.output)
     from wnetcli.segmentation import pipeline
 
     monkeypatch.setattr(pipeline, "DEFAULT_MODEL", tmp_path / "missing.onnx")  # a broken installation
@@ -432,6 +469,43 @@ def test_segment_never_imports_torch(tmp_path, model_path):
     assert (tmp_path / "out" / "a.png").is_file()
 
 
+def processes_started_in(folder: Path) -> list[int]:
+    """Pids of live processes whose command line names ``folder`` (the fork server of a run
+    started there lists it in its sys.path, and its workers inherit that command line)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:  # ended meanwhile
+                continue
+            if str(folder).encode() in command and b"forkserver" in command:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("watch", ["pidfd", "poll"])
+def test_a_worker_exits_when_the_run_that_started_it_ends(watch):
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    code = (
+        "import os, sys, time\n"
+        + ("del os.pidfd_open\n" if watch == "poll" and hasattr(os, "pidfd_open") else "")
+        + "from wnetcli.workers import exit_with\n"
+        "exit_with(int(sys.argv[1]), poll_seconds=0.1)\n"
+        "print('watching', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", code, str(run.pid)], stdout=subprocess.PIPE, text=True)
+    assert worker.stdout.readline().strip() == "watching"
+    assert worker.poll() is None  # the run is alive: the worker stays
+    run.kill()
+    run.wait()
+    assert worker.wait(timeout=10) == 1
+    # A run already gone when the worker starts: it does not wait at all.
+    late = subprocess.run([sys.executable, "-c", code, str(run.pid)], capture_output=True, timeout=20)
+    assert late.returncode == 1
+
+
 def test_kill_9_leaves_no_partial_output_and_a_rerun_completes(tmp_path, model_path):
     """Kill a run with SIGKILL while it writes; every final-named file must be complete."""
     rng = np.random.default_rng(0)
@@ -452,10 +526,16 @@ def test_kill_9_leaves_no_partial_output_and_a_rerun_completes(tmp_path, model_p
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    # The worker processes die with the run (PR_SET_PDEATHSIG); wait until nothing changes.
+    # The worker processes and their fork server end with the run (wnetcli.workers.exit_with); wait
+    # until nothing changes.
     listing, deadline = None, time.monotonic() + 20
     while time.monotonic() < deadline and listing != (listing := sorted(p.name for p in out.iterdir())):
         time.sleep(0.5)
+    if Path("/proc").is_dir():  # Linux: no process of the run is left behind, not even idle
+        deadline = time.monotonic() + 15
+        while (left := processes_started_in(tmp_path)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left, f"processes of the killed run are still alive: {left}"
     finals = [p for p in out.glob("*") if ".tmp." not in p.name and p.suffix in {".png", ".npy"}]
     assert finals, "the run was killed before writing anything; the test proves nothing"
     for path in finals:

@@ -1,6 +1,6 @@
 """The ``wnet`` command line: a thin Typer layer over the library.
 
-Each command lives in its own module (``train``, ``export``, ``segment``, ``evaluate``),
+Each command lives in its own module (``train``, ``export``, ``segment``, ``evaluate``, ``compare``),
 validates its arguments, calls one library function and reports the result with Rich.
 The :func:`command` decorator is the single error boundary: a :class:`~wnetcli.errors.WNetError` becomes one
 red line on stderr and exit code 1; the traceback is shown only with ``--debug``.
@@ -22,7 +22,7 @@ from wnetcli.errors import WNetError
 
 app = typer.Typer(
     name="wnet",
-    help="Fully unsupervised image segmentation with W-Net: train, export, segment, evaluate.",
+    help="Fully unsupervised image segmentation with W-Net: train, export, segment, evaluate, compare.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -137,6 +137,17 @@ def postprocess_overrides(
     return overrides
 
 
+def transient_progress(*columns):
+    """A Rich progress bar that disappears when done, on :data:`console`.
+
+    Off where stderr is not a terminal (a log file, a CI job): there a bar cannot redraw, and
+    Rich would leave an empty line in front of the report or the one-line error.
+    """
+    from rich.progress import Progress
+
+    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+
+
 _F = TypeVar("_F", bound=Callable[..., object])
 
 
@@ -190,4 +201,4 @@ def main(argv: list[str] | None = None) -> None:
 # Commands register themselves on ``app`` when their modules are imported; each keeps its
 # heavy imports (torch, onnxruntime, scikit-image) inside the command function so that
 # ``wnet --help`` stays fast and ``segment``/``evaluate`` never touch torch.
-from wnetcli.cli import evaluate, export, segment, train  # noqa: E402, F401
+from wnetcli.cli import compare, evaluate, export, segment, train  # noqa: E402, F401

@@ -13,6 +13,7 @@ from wnetcli.cli import (
     fast_option,
     merge_only_option,
     postprocess_overrides,
+    transient_progress,
     tta_option,
     wnet_edges_option,
     wnet_share_option,
@@ -132,12 +133,12 @@ def evaluate(
 
 
 def _run_with_progress(images, method, options):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from wnetcli.evaluation import evaluate as run_evaluation
 
     columns = (TextColumn(f"evaluating {method.name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
+    with transient_progress(*columns) as bar:
         task = bar.add_task("evaluate", total=len(images))
         return run_evaluation(
             images, method, options, progress=lambda done, total: bar.update(task, completed=done, total=total)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from wnetcli.cli import command, console
+from wnetcli.cli import command, console, transient_progress
 
 
 @command("export")
@@ -40,7 +40,6 @@ def export(
     Nothing is written if onnxruntime and PyTorch differ by more than --tolerance (default
     1e-4, 1e-2 with --fp16).
     """
-    from rich.progress import Progress
     from rich.table import Table
 
     from wnetcli.errors import require_torch
@@ -51,7 +50,7 @@ def export(
     options = ExportOptions(
         opset=opset, fp16=fp16, exporter=exporter.lower(), short_side=short_side, tolerance=tolerance
     )
-    with Progress(console=console, transient=True) as bar:
+    with transient_progress() as bar:
         task = bar.add_task("exporting", total=None)
         result = export_onnx(
             checkpoint, out, options=options, progress=lambda done, total: bar.update(task, completed=done, total=total)

@@ -12,6 +12,7 @@ from wnetcli.cli import (
     fast_option,
     merge_only_option,
     postprocess_overrides,
+    transient_progress,
     tta_option,
     wnet_edges_option,
     wnet_share_option,
@@ -135,12 +136,12 @@ def segment(
 
 
 def _run_with_progress(inputs, model, batch_options, segment_options):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from wnetcli.segmentation import segment_folder
 
     columns = (TextColumn("segmenting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
+    with transient_progress(*columns) as bar:
         task = bar.add_task("segment", total=None)
         return segment_folder(
             inputs,

@@ -6,7 +6,9 @@
 - :mod:`.boundary`: thinning, matching, precision/recall/F at ODS and OIS, AP;
 - :mod:`.regions`: segmentation covering, probabilistic Rand index, variation of information;
 - :mod:`.api`: :func:`evaluate` over a split, in parallel processes; :mod:`.report`: metrics.json,
-  CSVs and the precision-recall plot.
+  CSVs and the precision-recall plot;
+- :mod:`.counts`: every image's counts at every threshold (``counts.npz``); :mod:`.compare`: a
+  paired bootstrap over images, to tell a real difference between two runs from chance.
 
 No torch: this package needs numpy, scipy, scikit-image, Pillow and matplotlib only.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 from wnetcli.evaluation.api import EvaluationOptions, EvaluationResult, ImageResult, evaluate, thresholds_for
 from wnetcli.evaluation.baselines import BASELINES, Baseline
+from wnetcli.evaluation.compare import Comparison, MeasureComparison, compare_runs
+from wnetcli.evaluation.counts import RunCounts
 from wnetcli.evaluation.dataset import SPLITS, BsdsImage, find_split, load_ground_truth, pair_folder
 from wnetcli.evaluation.inputs import HierarchyMethod, Prediction, ResultsDir, SegmenterMethod, read_prediction
 from wnetcli.evaluation.report import metrics_dict, write_report
@@ -24,13 +28,17 @@ __all__ = [
     "SPLITS",
     "Baseline",
     "BsdsImage",
+    "Comparison",
     "EvaluationOptions",
     "EvaluationResult",
     "HierarchyMethod",
     "ImageResult",
+    "MeasureComparison",
     "Prediction",
     "ResultsDir",
+    "RunCounts",
     "SegmenterMethod",
+    "compare_runs",
     "evaluate",
     "find_split",
     "load_ground_truth",

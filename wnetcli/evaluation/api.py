@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -31,6 +32,7 @@ from wnetcli.evaluation.regions import (
 )
 from wnetcli.tuning import single_threaded_blas
 from wnetcli.ucm import nested_levels, seg_to_boundary, ucm2_to_boundary, ucm2_to_labels
+from wnetcli.workers import exit_with
 
 __all__ = ["EvaluationOptions", "EvaluationResult", "ImageResult", "evaluate", "evaluate_image", "thresholds_for"]
 
@@ -247,10 +249,12 @@ class EvaluationResult:
 _worker_blas_limit = None
 
 
-def _init_worker() -> None:
-    """Evaluation workers run with one BLAS thread (see :mod:`wnetcli.tuning`)."""
+def _init_worker(run_pid: int) -> None:
+    """Evaluation workers run with one BLAS thread (see :mod:`wnetcli.tuning`) and end with the
+    run (:func:`wnetcli.workers.exit_with`)."""
     global _worker_blas_limit
     _worker_blas_limit = single_threaded_blas()
+    exit_with(run_pid)
 
 
 def _run(
@@ -266,7 +270,9 @@ def _run(
                 if progress:
                     progress(k + 1, len(images))
         return results
-    with ProcessPoolExecutor(max_workers=min(options.jobs, len(images)), initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(options.jobs, len(images)), initializer=_init_worker, initargs=(os.getpid(),)
+    ) as pool:
         futures = {pool.submit(evaluate_image, image, method, options): k for k, image in enumerate(images)}
         try:
             for done, future in enumerate(as_completed(futures), start=1):

@@ -10,6 +10,9 @@ The CSVs carry the columns of the official ``eval_*.txt`` files, with a header r
 - ``eval_RI_VOI.csv``: ``pri_threshold, pri_ods, pri_ois, vi_threshold, vi_ods, vi_ois``
 - ``eval_RI_VOI_thr.csv``: ``threshold, pri, vi``; ``eval_RI_VOI_img.csv``: ``image, pri_threshold, pri,
   vi_threshold, vi``
+
+Beside them, ``counts.npz`` keeps every image's counts at every threshold
+(:mod:`wnetcli.evaluation.counts`), from which ``wnet compare`` rescores runs on resampled images.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 
 from wnetcli.atomic import atomic_path, atomic_write_text
 from wnetcli.evaluation.api import EvaluationResult
+from wnetcli.evaluation.counts import COUNTS_FILE, RunCounts
 
 __all__ = ["metrics_dict", "write_report"]
 
@@ -103,7 +107,7 @@ def _plot_pr(result: EvaluationResult, path: Path) -> None:
 
 
 def write_report(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
-    """Write ``metrics.json``, the CSVs and (for boundaries) ``pr_curve.png`` into ``out_dir``.
+    """Write ``metrics.json``, the CSVs, ``counts.npz`` and (for boundaries) ``pr_curve.png`` into ``out_dir``.
 
     Returns
     -------
@@ -115,6 +119,8 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
     ids = [img.id for img in result.images]
     written = [out / "metrics.json"]
     atomic_write_text(written[0], json.dumps(metrics_dict(result), indent=2) + "\n")
+    RunCounts.from_result(result).save(out / COUNTS_FILE)
+    written.append(out / COUNTS_FILE)
     b = result.boundary
     if b is not None:
         summary = [b.ods_threshold, b.ods_recall, b.ods_precision, b.ods_f, b.ois_recall, b.ois_precision]

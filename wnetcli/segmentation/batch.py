@@ -14,15 +14,11 @@ batch goes on; the caller decides the exit code from :attr:`BatchReport.failed`.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import ctypes
 import io
 import json
 import multiprocessing
 import os
-import signal
-import sys
 import time
 import zlib
 from collections import deque
@@ -39,6 +35,7 @@ from wnetcli.images import find_images, read_rgb
 from wnetcli.segmentation.outputs import UCM_FORMATS, output_paths, write_outputs
 from wnetcli.segmentation.pipeline import Finisher, Segmenter, SegmentOptions, folder_options, inference_size
 from wnetcli.tuning import single_threaded_blas, tune_malloc
+from wnetcli.workers import exit_with
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 SUMMARY_FIELDS = ("image", "width", "height", "regions", "seconds", "status", "message")
@@ -312,15 +309,11 @@ _worker_finisher: Finisher | None = None
 _worker_blas_limit = None
 
 
-def _init_worker(finisher: Finisher) -> None:
+def _init_worker(finisher: Finisher, run_pid: int) -> None:
     global _worker_finisher, _worker_blas_limit
     _worker_finisher = finisher
     _worker_blas_limit = single_threaded_blas()  # see wnetcli.tuning: kept for the worker's life
-    if sys.platform.startswith("linux"):
-        # PR_SET_PDEATHSIG (1): die with the parent, so a killed run leaves no orphan
-        # workers still writing files while a rerun starts.
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+    exit_with(run_pid)
 
 
 def _finish_in_worker(job: Job, rgb: np.ndarray, probs: np.ndarray, timings: dict) -> ImageRecord:
@@ -361,7 +354,7 @@ def _start_workers(finisher: Finisher, workers: int):
     # ProcessPoolExecutor rather than multiprocessing.Pool: a worker that dies (say, killed for
     # memory) breaks the pool with an error instead of leaving its task waiting forever.
     return ProcessPoolExecutor(
-        workers, mp_context=_worker_context(), initializer=_init_worker, initargs=(finisher,)
+        workers, mp_context=_worker_context(), initializer=_init_worker, initargs=(finisher, os.getpid())
     )
 
 
@@ -488,8 +481,9 @@ def _write_run_config(segmenter: Segmenter, options: BatchOptions) -> None:
     """Save the resolved settings beside the outputs (``segment_config.json``), for the record."""
     post = segmenter.postprocess_options
     config = {
-        "model": str(segmenter.model.path),
-        "model_info": asdict(segmenter.info),
+        "model": str(segmenter.model_path),
+        # Without the network run the model is neither loaded nor read: nothing to describe.
+        "model_info": asdict(segmenter.info) if segmenter.runs_network else None,
         "device": segmenter.device,
         "network_run": segmenter.runs_network,
         "segment": {k: v for k, v in asdict(segmenter.options).items() if k != "postprocess"},

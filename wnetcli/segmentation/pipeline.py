@@ -10,6 +10,7 @@ them; :meth:`Segmenter.segment` does both for one image.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,7 @@ from wnetcli.errors import InputError, ModelError
 if TYPE_CHECKING:
     from wnetcli.model_info import ModelInfo
     from wnetcli.segmentation.postprocess import PostprocessOptions
+    from wnetcli.segmentation.runtime import OnnxModel
 
 #: Concurrent inference calls of a folder run on the CPU (:func:`folder_options`).
 AUTO_STREAMS = 2
@@ -283,8 +285,6 @@ class Segmenter:
     """
 
     def __init__(self, model_path: Path | None, options: SegmentOptions | None = None) -> None:
-        from wnetcli.segmentation.runtime import OnnxModel
-
         self.options = options or SegmentOptions()
         if model_path is None:
             if not DEFAULT_MODEL.is_file():
@@ -293,14 +293,33 @@ class Segmenter:
                     "or pass --model FILE.onnx (`wnet export` makes one from a training checkpoint)"
                 )
             model_path = DEFAULT_MODEL
-        self.model = OnnxModel(
-            Path(model_path),
-            device=self.options.device,
-            threads=self.options.threads,
-            spinning=self.options.spinning,
-        )
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise ModelError(f"model not found: {self.model_path}")
         postprocess_options = self.options.postprocess or _import_postprocess().PostprocessOptions()
         self.finisher = Finisher(max_size=self.options.max_size, postprocess_options=postprocess_options)
+        self._model: OnnxModel | None = None
+        self._model_lock = threading.Lock()  # the folder runner's inference threads share it
+        if self.runs_network:
+            _ = self.model  # loaded now, so that a broken model or device fails before any image
+
+    @property
+    def model(self) -> OnnxModel:
+        """The onnxruntime session (:class:`~wnetcli.segmentation.runtime.OnnxModel`), loaded on
+        first use: settings that never run the network (:attr:`runs_network`) never load it,
+        which spares a command onnxruntime's import and the session (0.3 s measured here) and
+        the device probe."""
+        with self._model_lock:
+            if self._model is None:
+                from wnetcli.segmentation.runtime import OnnxModel
+
+                self._model = OnnxModel(
+                    self.model_path,
+                    device=self.options.device,
+                    threads=self.options.threads,
+                    spinning=self.options.spinning,
+                )
+        return self._model
 
     @property
     def postprocess_options(self) -> PostprocessOptions:
@@ -319,13 +338,15 @@ class Segmenter:
 
     @property
     def device(self) -> str:
-        """``"cuda"`` or ``"cpu"``: where inference really runs."""
-        return self.model.device
+        """``"cuda"`` or ``"cpu"``: where inference really runs (``"cpu"``, where everything
+        runs, while the network has not been loaded)."""
+        return "cpu" if self._model is None else self._model.device
 
     @property
     def device_note(self) -> str:
-        """One quiet line when ``device="auto"`` fell back to the CPU, else ``""``."""
-        return self.model.choice.note
+        """One quiet line when ``device="auto"`` fell back to the CPU, else ``""`` (also while
+        the network has not been loaded: no device was chosen)."""
+        return "" if self._model is None else self._model.choice.note
 
     @property
     def runs_network(self) -> bool:
@@ -335,13 +356,13 @@ class Segmenter:
         return self.finisher.postprocess_options.reads_probs()
 
     def soft_maps(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
-        """:meth:`predict` when :attr:`runs_network`; else, without running the network,
-        (K, 0, 0) float32 placeholders (what :meth:`finish` accepts for unread soft maps) and
-        zero seconds per image."""
+        """:meth:`predict` when :attr:`runs_network`; else, without running (or loading) the
+        network, (1, 0, 0) float32 placeholders (what :meth:`finish` accepts for unread soft
+        maps) and zero seconds per image."""
         if self.runs_network:
             return self.predict(images)
         images = [check_rgb(rgb) for rgb in images]
-        return [np.zeros((self.info.k, 0, 0), dtype=np.float32) for _ in images], [0.0] * len(images)
+        return [np.zeros((1, 0, 0), dtype=np.float32) for _ in images], [0.0] * len(images)
 
     def predict(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
         """Run the network on several images, batching those of equal size.
