@@ -47,6 +47,9 @@ def test_train_then_resume(tmp_path, data, tiny_config):
     assert "4 images (in memory)" in result.output and "device cpu" in result.output
     assert "skipping unreadable training image" in result.output and "truncated.jpg" in result.output
     assert "stopped at step 2 of 4" in result.output
+    # Not a terminal: plain progress lines instead of a bar that could not redraw.
+    assert "step 1/4: ncut" in result.output and "step 2/4: ncut" in result.output
+    assert "━" not in result.output
     saved = json.loads((out / "config.json").read_text())
     assert saved["iterations"] == 4 and saved["model"]["k"] == 3 and saved["model"]["base_width"] == 4
     result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(out), "--resume", "--iterations", "5",
@@ -66,6 +69,7 @@ def test_bad_data_folders_are_one_line_errors(tmp_path, tiny_config):
                                           "--config", str(tiny_config), *TINY_FLAGS])
         assert result.exit_code == 1 and message in result.output
         assert "Traceback" not in result.output
+        assert result.output.count("\n") == 1, repr(result.output)  # the error line alone
 
 
 def test_without_torch_it_says_how_to_install(tmp_path):

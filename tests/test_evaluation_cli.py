@@ -40,6 +40,7 @@ def test_cli_scores_results_and_writes_the_report(tmp_path):
         assert (out / name).stat().st_size > 0
     assert len((out / "eval_bdry_thr.csv").read_text().splitlines()) == 1 + 5
     assert "boundary F" in result.output
+    assert "evaluating ucm2: 2/2" in result.output  # progress as plain lines outside a terminal
 
 
 @pytest.mark.needs_data

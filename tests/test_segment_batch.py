@@ -376,6 +376,9 @@ def test_cli_segments_and_exit_code_reflects_failures(tmp_path, images, model_pa
     assert result.exit_code == 1, result.output
     assert "broken.jpg" in result.output and "failed" in result.output
     assert (tmp_path / "out" / "a.overlay.png").is_file() and (tmp_path / "out" / "a.color.png").is_file()
+    # Not a terminal: a plain progress line per image (per 5% of a larger folder), no bar.
+    assert "segmenting: 1/4" in result.output and "segmenting: 4/4" in result.output
+    assert not [line for line in result.output.splitlines() if line.startswith("segmenting ")]  # no bar
     (images / "broken.jpg").unlink()
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -9,6 +9,7 @@ Heavy imports (torch, onnxruntime, scikit-image) happen inside the commands.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import TypeVar
@@ -146,6 +147,33 @@ def transient_progress(*columns):
     from rich.progress import Progress
 
     return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+
+
+@contextlib.contextmanager
+def progress_lines(label: str):
+    """Yield a ``progress(done, total)`` callback for a long loop over items.
+
+    In a terminal it drives a transient bar (:func:`transient_progress`); elsewhere (a log
+    file, a cluster job) it prints ``label: done/total`` each time another 5% is done, since
+    a bar there would show nothing until the end.
+    """
+    if console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn(escape(label)), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with transient_progress(*columns) as bar:
+            task = bar.add_task(label, total=None)
+            yield lambda done, total: bar.update(task, completed=done, total=total)
+        return
+    next_line = [1]
+
+    def report(done: int, total: int | None) -> None:
+        if total and done >= next_line[0]:
+            step = max(1, total // 20)
+            next_line[0] = (done // step + 1) * step
+            console.print(f"{escape(label)}: {done}/{total}", highlight=False)
+
+    yield report
 
 
 _F = TypeVar("_F", bound=Callable[..., object])

@@ -13,7 +13,7 @@ from wnetcli.cli import (
     fast_option,
     merge_only_option,
     postprocess_overrides,
-    transient_progress,
+    progress_lines,
     tta_option,
     wnet_edges_option,
     wnet_share_option,
@@ -133,16 +133,10 @@ def evaluate(
 
 
 def _run_with_progress(images, method, options):
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-
     from wnetcli.evaluation import evaluate as run_evaluation
 
-    columns = (TextColumn(f"evaluating {method.name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with transient_progress(*columns) as bar:
-        task = bar.add_task("evaluate", total=len(images))
-        return run_evaluation(
-            images, method, options, progress=lambda done, total: bar.update(task, completed=done, total=total)
-        )
+    with progress_lines(f"evaluating {method.name}") as progress:
+        return run_evaluation(images, method, options, progress=progress)
 
 
 def _print_result(result) -> None:

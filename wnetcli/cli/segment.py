@@ -12,7 +12,7 @@ from wnetcli.cli import (
     fast_option,
     merge_only_option,
     postprocess_overrides,
-    transient_progress,
+    progress_lines,
     tta_option,
     wnet_edges_option,
     wnet_share_option,
@@ -136,20 +136,10 @@ def segment(
 
 
 def _run_with_progress(inputs, model, batch_options, segment_options):
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-
     from wnetcli.segmentation import segment_folder
 
-    columns = (TextColumn("segmenting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with transient_progress(*columns) as bar:
-        task = bar.add_task("segment", total=None)
-        return segment_folder(
-            inputs,
-            model,
-            batch_options,
-            segment_options,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
+    with progress_lines("segmenting") as progress:
+        return segment_folder(inputs, model, batch_options, segment_options, progress=progress)
 
 
 def _print_report(report) -> None:

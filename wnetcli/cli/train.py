@@ -98,7 +98,13 @@ def train(
     )
     # Under torchrun only rank 0 reports; the other processes train silently.
     main_process = os.environ.get("RANK", "0") == "0"
-    with Progress(*columns, console=console, transient=False, disable=not main_process) as bar:
+    # Outside a terminal (a log file, nohup, a cluster job) a bar cannot redraw: it would show
+    # only its last state, after the run. There a plain line every 5% of the run says how far
+    # it is instead (log.jsonl has every logged step).
+    in_terminal = console.is_terminal
+    line_every = max(1, config.iterations // 20)
+    next_line = [line_every]
+    with Progress(*columns, console=console, transient=False, disable=not (main_process and in_terminal)) as bar:
         task = bar.add_task("train", total=config.iterations, ncut="-", recon="-", lr="-")
 
         def on_start(info: dict) -> None:
@@ -116,6 +122,14 @@ def train(
         def on_metrics(metrics: dict) -> None:
             bar.update(task, completed=metrics["step"], ncut=_fmt(metrics["ncut"]), recon=_fmt(metrics["recon"]),
                        lr=f"{metrics['lr']:.2g}")
+            if main_process and not in_terminal and metrics["step"] >= next_line[0]:
+                # the first logged step past each multiple of line_every (log_every may not divide it)
+                next_line[0] = (metrics["step"] // line_every + 1) * line_every
+                console.print(
+                    f"step {metrics['step']}/{config.iterations}: ncut {_fmt(metrics['ncut'])}, "
+                    f"recon {_fmt(metrics['recon'])}, lr {metrics['lr']:.2g}",
+                    highlight=False,
+                )
 
         def warn(message: str) -> None:
             bar.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
