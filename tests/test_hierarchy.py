@@ -9,7 +9,9 @@ from skimage.measure import label
 
 from wnetcli.segmentation.hierarchy import (
     SuperpixelOptions,
+    border_strength,
     build_hierarchy,
+    calibrate_levels,
     edges_to_ucm2,
     merge_regions,
     threshold_for_regions,
@@ -276,3 +278,34 @@ def test_flood_gives_the_superpixels_and_strength_the_merge_levels():
     assert flat.levels.max() == 0 and hierarchy.levels.max() > 0
     with pytest.raises(ValueError, match="flood"):
         build_hierarchy(strength, flood=flood[:-1])
+
+
+def test_calibrated_levels_keep_every_partition_and_the_ends():
+    rng = np.random.default_rng(0)
+    strength = ndi.gaussian_filter(rng.random((30, 40)), 2)
+    strength = (strength - strength.min()) / np.ptp(strength)
+    ucm2 = build_hierarchy(strength).ucm2
+    for divisor in (0.5, 1.0, 2.5):
+        calibrated = calibrate_levels(ucm2, divisor)
+        assert calibrated.min() >= 0 and calibrated.max() <= 1
+        for t in (0.1, 0.3, 0.6):
+            mapped = float(calibrate_levels(np.float32(t), divisor))
+            # The cut of the calibrated map at the mapped level is the same partition.
+            np.testing.assert_array_equal(ucm2_to_labels(calibrated, mapped), ucm2_to_labels(ucm2, t))
+    np.testing.assert_array_equal(calibrate_levels(np.array([0.0, 1.0]), 3.0), [0.0, 1.0])
+    np.testing.assert_allclose(calibrate_levels(ucm2, 1.0), ucm2, atol=1e-7)
+    assert float(calibrate_levels(np.float32(0.01), 2.0)) == pytest.approx(0.005, rel=0.02)  # ~ u / divisor near 0
+    values = np.linspace(0, 1, 101, dtype=np.float32)
+    assert (np.diff(calibrate_levels(values, 1.7)) > 0).all()  # monotone
+    with pytest.raises(ValueError, match="factor"):
+        calibrate_levels(values, 0.0)
+
+
+def test_border_strength_is_the_mean_level_of_the_border_pixels():
+    ucm2 = np.zeros((9, 9), dtype=np.float32)  # a 4x4 image
+    ucm2[1:-1, 4] = 0.6  # one vertical border between columns 1 and 2, rows 0..3
+    ucm2[4, 5:-1] = 0.2  # a weaker one on the right half
+    boundary = ucm2[2::2, 2::2]
+    assert border_strength(ucm2) == pytest.approx(boundary[boundary > 0].mean())
+    assert 0.2 < border_strength(ucm2) < 0.6
+    assert border_strength(np.zeros((9, 9), dtype=np.float32)) == 0.0  # one region

@@ -12,7 +12,14 @@ from skimage.measure import label
 
 from wnetcli.errors import InputError
 from wnetcli.images import read_rgb
-from wnetcli.segmentation.postprocess import DEFAULT_LEVEL, PostprocessOptions, PostprocessResult, postprocess
+from wnetcli.segmentation.hierarchy import border_strength, calibrate_levels
+from wnetcli.segmentation.postprocess import (
+    CALIBRATION_REFERENCE,
+    DEFAULT_LEVEL,
+    PostprocessOptions,
+    PostprocessResult,
+    postprocess,
+)
 from wnetcli.ucm import ucm2_to_labels
 
 COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 40]], dtype=np.uint8)
@@ -226,3 +233,37 @@ def test_wnet_merge_only_keeps_the_image_cues_superpixel_borders():
     merge_only = postprocess(rgb, noisy, PostprocessOptions(wnet_merge_only=True, **finest))
     np.testing.assert_array_equal(merge_only.ucm2 > 0, colour_only.ucm2 > 0)
     assert not np.allclose(merge_only.ucm2, colour_only.ucm2)
+
+
+def test_level_calibration_divides_the_odds_by_the_image_border_strength():
+    rgb, _, _ = four_squares()
+    plain = postprocess(rgb, None, PostprocessOptions(level_calibration=0.0))
+    calibrated = postprocess(rgb, None, PostprocessOptions(level_calibration=0.4))
+    divisor = (border_strength(plain.ucm2) / CALIBRATION_REFERENCE) ** 0.4
+    np.testing.assert_allclose(calibrated.ucm2, calibrate_levels(plain.ucm2, divisor), atol=1e-6)
+    # Only the levels move: the same number of regions at every matching pair of levels.
+    for t in (0.1, 0.5, 0.9):
+        mapped = float(calibrate_levels(np.float32(t), divisor))
+        assert ucm2_to_labels(calibrated.ucm2, mapped).max() == ucm2_to_labels(plain.ucm2, t).max()
+    # --regions counts regions, so calibration cannot change what it returns.
+    regions = [postprocess(rgb, None, PostprocessOptions(level_calibration=c, regions=2)) for c in (0.0, 0.4)]
+    assert same_partition(regions[0].labels, regions[1].labels)
+
+
+def test_stronger_borders_are_calibrated_down_more():
+    strong, _, _ = four_squares()
+    faint = (128 + (strong.astype(np.int16) - 128) // 4).astype(np.uint8)  # the same squares, a quarter the contrast
+    divisors = []
+    for rgb in (strong, faint):
+        plain = postprocess(rgb, None, PostprocessOptions(level_calibration=0.0))
+        calibrated = postprocess(rgb, None, PostprocessOptions(level_calibration=0.4))
+        assert border_strength(plain.ucm2) > 0
+        # The strongest border's level before and after: its odds were divided by the divisor.
+        top, top_cal = float(plain.ucm2.max()), float(calibrated.ucm2.max())
+        divisors.append((top / (1 - top)) / (top_cal / (1 - top_cal)))
+    assert divisors[0] > divisors[1]
+
+
+def test_level_calibration_out_of_range_is_refused():
+    with pytest.raises(InputError, match="level_calibration"):
+        PostprocessOptions(level_calibration=-0.1)

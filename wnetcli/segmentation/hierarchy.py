@@ -36,7 +36,9 @@ __all__ = [
     "PixelDescriptors",
     "SuperpixelOptions",
     "block_index",
+    "border_strength",
     "build_hierarchy",
+    "calibrate_levels",
     "edges_to_ucm2",
     "merge_regions",
     "threshold_for_regions",
@@ -526,6 +528,40 @@ def build_hierarchy(
     lookup = np.append(edge_levels, np.float32(0.0))
     ucm2 = edges_to_ucm2(lookup[right_ids], lookup[down_ids])
     return Hierarchy(ucm2=ucm2, superpixels=superpixels, levels=merge_levels)
+
+
+def border_strength(ucm2: np.ndarray) -> float:
+    """How strong an image's finest region borders are: the mean ucm level over the border
+    pixels of the image-size boundary map (``ucm2[2::2, 2::2] > 0``, as the BSDS benchmark
+    reads a ucm2); 0 for an image of one region."""
+    borders = np.asarray(ucm2)[2::2, 2::2]
+    values = borders[borders > 0]
+    return float(values.mean()) if values.size else 0.0
+
+
+def calibrate_levels(values: np.ndarray, factor: float) -> np.ndarray:
+    """Divide the odds of ucm levels by ``factor``: ``u / (u + factor * (1 - u))``.
+
+    A monotone map of [0, 1] onto itself that keeps 0 and 1, so it changes no partition of
+    the hierarchy, only the levels at which they appear: with ``factor > 1`` every border
+    weakens (a fixed threshold then merges more), with ``factor < 1`` it strengthens. Near 0 it
+    is a plain division by ``factor``.
+
+    Parameters
+    ----------
+    values : float ndarray in [0, 1]
+        A ucm2, or merge levels.
+    factor : float
+        > 0.
+
+    Returns
+    -------
+    float32 ndarray of the same shape, in [0, 1]
+    """
+    if factor <= 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    values = np.asarray(values, dtype=np.float32)
+    return (values / (values + np.float32(factor) * (1 - values))).astype(np.float32)
 
 
 def threshold_for_regions(levels: np.ndarray, regions: int) -> float:
