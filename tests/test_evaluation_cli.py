@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bsds_data import BENCH, BSDS, bench_tree
+from processes import processes_with
 from typer.testing import CliRunner
 
 from wnetcli.cli import app
@@ -245,15 +246,7 @@ def test_a_killed_evaluation_leaves_no_worker_behind(tmp_path):
     run = subprocess.Popen([sys.executable, "-c", code, *args, "--out", marker])
 
     def others() -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) != run.pid:
-                try:
-                    if marker.encode() in (entry / "cmdline").read_bytes():
-                        found.append(int(entry.name))
-                except OSError:  # ended meanwhile
-                    continue
-        return found
+        return processes_with(marker, exclude=(run.pid,))
 
     deadline = time.monotonic() + 60
     while len(others()) < 2 and time.monotonic() < deadline and run.poll() is None:

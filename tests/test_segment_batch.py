@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from onnx_models import build_prototype_model, squares_image
 from PIL import Image
+from processes import processes_with
 from typer.testing import CliRunner
 
 from wnetcli.cli import app
@@ -472,21 +473,6 @@ def test_segment_never_imports_torch(tmp_path, model_path):
     assert (tmp_path / "out" / "a.png").is_file()
 
 
-def processes_started_in(folder: Path) -> list[int]:
-    """Pids of live processes whose command line names ``folder`` (the fork server of a run
-    started there lists it in its sys.path, and its workers inherit that command line)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes()
-            except OSError:  # ended meanwhile
-                continue
-            if str(folder).encode() in command and b"forkserver" in command:
-                found.append(int(entry.name))
-    return found
-
-
 @pytest.mark.parametrize("watch", ["pidfd", "poll"])
 def test_a_worker_exits_when_the_run_that_started_it_ends(watch):
     run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -536,7 +522,7 @@ def test_kill_9_leaves_no_partial_output_and_a_rerun_completes(tmp_path, model_p
         time.sleep(0.5)
     if Path("/proc").is_dir():  # Linux: no process of the run is left behind, not even idle
         deadline = time.monotonic() + 15
-        while (left := processes_started_in(tmp_path)) and time.monotonic() < deadline:
+        while (left := processes_with(str(tmp_path), "forkserver")) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not left, f"processes of the killed run are still alive: {left}"
     finals = [p for p in out.glob("*") if ".tmp." not in p.name and p.suffix in {".png", ".npy"}]

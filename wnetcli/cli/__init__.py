@@ -165,15 +165,30 @@ def progress_lines(label: str):
             task = bar.add_task(label, total=None)
             yield lambda done, total: bar.update(task, completed=done, total=total)
         return
-    next_line = [1]
+    due = milestones()
 
     def report(done: int, total: int | None) -> None:
-        if total and done >= next_line[0]:
-            step = max(1, total // 20)
-            next_line[0] = (done // step + 1) * step
+        if due(done, total):
             console.print(f"{escape(label)}: {done}/{total}", highlight=False)
 
     yield report
+
+
+def milestones(first: int = 1) -> Callable[[int, int | None], bool]:
+    """A ``due(done, total)`` check for plain progress lines: true when ``done`` first reaches
+    ``first``, then the first time it reaches each further 5% of ``total`` (calls may skip
+    values: a training run reports every few steps)."""
+    next_due = first
+
+    def due(done: int, total: int | None) -> bool:
+        nonlocal next_due
+        if not total or done < next_due:
+            return False
+        step = max(1, total // 20)
+        next_due = (done // step + 1) * step
+        return True
+
+    return due
 
 
 _F = TypeVar("_F", bound=Callable[..., object])

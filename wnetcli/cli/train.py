@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from wnetcli.cli import command, console
+from wnetcli.cli import command, console, milestones
 
 
 def _fmt(value: float | None) -> str:
@@ -102,8 +102,7 @@ def train(
     # only its last state, after the run. There a plain line every 5% of the run says how far
     # it is instead (log.jsonl has every logged step).
     in_terminal = console.is_terminal
-    line_every = max(1, config.iterations // 20)
-    next_line = [line_every]
+    line_due = milestones(first=max(1, config.iterations // 20))
     with Progress(*columns, console=console, transient=False, disable=not (main_process and in_terminal)) as bar:
         task = bar.add_task("train", total=config.iterations, ncut="-", recon="-", lr="-")
 
@@ -122,9 +121,7 @@ def train(
         def on_metrics(metrics: dict) -> None:
             bar.update(task, completed=metrics["step"], ncut=_fmt(metrics["ncut"]), recon=_fmt(metrics["recon"]),
                        lr=f"{metrics['lr']:.2g}")
-            if main_process and not in_terminal and metrics["step"] >= next_line[0]:
-                # the first logged step past each multiple of line_every (log_every may not divide it)
-                next_line[0] = (metrics["step"] // line_every + 1) * line_every
+            if main_process and not in_terminal and line_due(metrics["step"], config.iterations):
                 console.print(
                     f"step {metrics['step']}/{config.iterations}: ncut {_fmt(metrics['ncut'])}, "
                     f"recon {_fmt(metrics['recon'])}, lr {metrics['lr']:.2g}",

@@ -309,16 +309,17 @@ class Segmenter:
         first use: settings that never run the network (:attr:`runs_network`) never load it,
         which spares a command onnxruntime's import and the session (0.3 s measured here) and
         the device probe."""
-        with self._model_lock:
-            if self._model is None:
-                from wnetcli.segmentation.runtime import OnnxModel
+        if self._model is None:  # the lock only while loading: every inference call reads this
+            with self._model_lock:
+                if self._model is None:
+                    from wnetcli.segmentation.runtime import OnnxModel
 
-                self._model = OnnxModel(
-                    self.model_path,
-                    device=self.options.device,
-                    threads=self.options.threads,
-                    spinning=self.options.spinning,
-                )
+                    self._model = OnnxModel(
+                        self.model_path,
+                        device=self.options.device,
+                        threads=self.options.threads,
+                        spinning=self.options.spinning,
+                    )
         return self._model
 
     @property

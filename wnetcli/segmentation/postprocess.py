@@ -438,8 +438,7 @@ def postprocess(
     descriptors = _descriptors(lab, cue_probs if use_wnet else None, options, textons)
     split_by = cue_probs.argmax(axis=0) if use_wnet and options.wnet_split else None
     hierarchy = build_hierarchy(strength, options.superpixel_options(), descriptors, split_by, flood)
-    strength_of_borders = border_strength(hierarchy.ucm2)
-    if options.level_calibration > 0 and strength_of_borders > 0:
+    if options.level_calibration > 0 and (strength_of_borders := border_strength(hierarchy.ucm2)) > 0:
         divisor = (strength_of_borders / CALIBRATION_REFERENCE) ** options.level_calibration
         hierarchy.ucm2 = calibrate_levels(hierarchy.ucm2, divisor)
         hierarchy.levels = calibrate_levels(hierarchy.levels, divisor)
