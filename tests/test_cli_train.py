@@ -72,6 +72,15 @@ def test_bad_data_folders_are_one_line_errors(tmp_path, tiny_config):
         assert result.output.count("\n") == 1, repr(result.output)  # the error line alone
 
 
+def test_a_run_folder_that_is_a_file_is_a_one_line_error(tmp_path, data, tiny_config):
+    pytest.importorskip("torch")
+    (tmp_path / "afile").write_text("")
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "afile"),
+                                      "--config", str(tiny_config), *TINY_FLAGS])
+    assert result.exit_code == 1
+    assert result.output == f"error: run folder {tmp_path / 'afile'} is a file, not a folder\n"
+
+
 def test_without_torch_it_says_how_to_install(tmp_path):
     code = (
         "import sys; sys.modules['torch'] = None\n"
@@ -132,6 +141,6 @@ def test_padding_and_init_from_flags_fine_tune_a_run(tmp_path, data, tiny_config
     saved = json.loads((tmp_path / "tuned" / "config.json").read_text())
     assert saved["model"]["padding_mode"] == "reflect" and saved["init_from"] == str(tmp_path / "first" / "last.pt")
     result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "bad"), "--padding", "circular"])
-    assert result.exit_code == 1 and "padding_mode must be one of zeros, reflect" in result.output
+    assert result.exit_code == 1 and result.output == "error: --padding must be one of zeros, reflect, got 'circular'\n"
     result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "bad"), "--init-from", str(tmp_path / "no.pt")])
     assert result.exit_code == 1 and "checkpoint not found" in result.output

@@ -71,7 +71,22 @@ def test_cli_rejects_two_methods_and_unknown_baselines(tmp_path):
     assert "not --results and --method" in both.output
     unknown = runner.invoke(app, ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "kmeans"])
     assert unknown.exit_code == 1
-    assert "unknown method 'kmeans'" in unknown.output
+    assert unknown.output == (
+        "error: unknown method 'kmeans'; choose one of felzenszwalb, slic, quickshift, watershed, classical\n"
+    )
+
+
+def test_cli_an_output_folder_that_cannot_hold_the_report_fails_before_the_work(tmp_path, monkeypatch):
+    from wnetcli.evaluation import api
+
+    bsds = bench_tree(tmp_path / "bsds", count=1)
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setattr(api, "evaluate_image", lambda *a, **k: pytest.fail("the work ran"))
+    result = runner.invoke(
+        app, ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "slic", "--out", str(tmp_path / "afile")]
+    )
+    assert result.exit_code == 1
+    assert result.output == f"error: output folder {tmp_path / 'afile'} is a file, not a folder\n"
 
 
 def test_evaluate_does_not_import_torch():
@@ -259,3 +274,41 @@ def test_a_killed_evaluation_leaves_no_worker_behind(tmp_path):
     while (left := others()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"workers of the killed evaluation are still alive: {left}"
+
+
+@pytest.mark.needs_data
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="lists processes through /proc (Linux)")
+def test_ctrl_c_twice_stops_an_evaluation_at_once_and_leaves_no_worker(tmp_path):
+    """SIGINT to the run and then to its whole group, as ``timeout -s INT`` sends it (or a user
+    pressing Ctrl-C twice); before the shutdown deferred the second one, 3 runs in 6 hung."""
+    import os
+    import signal
+    import time
+
+    bsds = bench_tree(tmp_path / "bsds", count=5)
+    marker = str(tmp_path / "out")
+    code = "import sys; from wnetcli.cli import main; main(sys.argv[1:])"
+    args = ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "classical", "--jobs", "2"]
+    run = subprocess.Popen(
+        [sys.executable, "-c", code, *args, "--out", marker], start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(processes_with(marker, exclude=(run.pid,))) < 2 and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.05)
+    if run.poll() is not None:
+        pytest.fail("the evaluation ended before its workers were seen; the test proves nothing")
+    run.send_signal(signal.SIGINT)
+    os.killpg(run.pid, signal.SIGINT)
+    try:
+        output, _ = run.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+        pytest.fail("the interrupted evaluation did not exit")
+    assert run.returncode == 130 and "interrupted: no report written" in output, output
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    deadline = time.monotonic() + 15
+    while (left := processes_with(marker, exclude=(run.pid,))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"workers of the interrupted evaluation are still alive: {left}"

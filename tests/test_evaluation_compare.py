@@ -86,6 +86,12 @@ def test_a_missing_or_broken_counts_file_is_an_input_error(tmp_path):
     (tmp_path / COUNTS_FILE).write_bytes(b"not a zip file")
     with pytest.raises(InputError, match="cannot read"):
         RunCounts.load(tmp_path)
+    (tmp_path / "empty").write_bytes(b"")  # np.load raises EOFError on it
+    with pytest.raises(InputError, match="cannot read the counts in .*empty .*EOFError"):
+        RunCounts.load(tmp_path / "empty")
+    # A path that is not there is named as given, not by its parent folder.
+    with pytest.raises(InputError, match=r"^not found: .*nothere[/\\]deeper$"):
+        RunCounts.load(tmp_path / "nothere" / "deeper")
 
 
 def test_scores_of_a_draw_rescore_the_drawn_images():

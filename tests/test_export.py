@@ -217,6 +217,9 @@ def _bad_checkpoint(kind: str, good: Path, folder: Path) -> Path:
     if kind == "not_a_checkpoint":
         path.write_bytes(b"this is not a torch file\n")
         return path
+    if kind == "hello":
+        path.write_bytes(b"hello\n")
+        return path
     if kind == "a_plain_state_dict":
         torch.save(random_wnet().state_dict(), path)
         return path
@@ -233,7 +236,9 @@ def _bad_checkpoint(kind: str, good: Path, folder: Path) -> Path:
 
 @pytest.mark.parametrize(("kind", "message"), [
     ("missing", "checkpoint not found"),
-    ("not_a_checkpoint", "is not a wnet checkpoint"),
+    # torch.load's own reasons can be bare ("101" for a KeyError): the type goes in front.
+    ("not_a_checkpoint", "is not a wnet checkpoint (torch.load could not read it: IndexError: "),
+    ("hello", "is not a wnet checkpoint (torch.load could not read it: KeyError: 101)"),
     ("a_plain_state_dict", "is not a wnet checkpoint"),
     ("newer_format", "checkpoint format 99"),
     ("missing_keys", "missing checkpoint keys: model_config, step"),

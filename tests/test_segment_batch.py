@@ -411,6 +411,8 @@ def test_cli_wnet_edges_and_tta_run_the_network_and_are_recorded(tmp_path, image
         (["--shard", "3/2"], "--shard"),
         (["--save", "everything"], "--save"),
         (["--regions", "3", "--level", "0.5"], "not both"),
+        # A misspelt device is refused even by settings that never run the network.
+        (["--device", "gpu"], "device must be one of auto, cpu, cuda, got 'gpu'"),
     ],
 )
 def test_cli_user_errors_are_one_line(tmp_path, images, model_path, extra, message, monkeypatch):
@@ -497,11 +499,7 @@ def test_a_worker_exits_when_the_run_that_started_it_ends(watch):
 
 def test_kill_9_leaves_no_partial_output_and_a_rerun_completes(tmp_path, model_path):
     """Kill a run with SIGKILL while it writes; every final-named file must be complete."""
-    rng = np.random.default_rng(0)
-    for i in range(40):
-        # four flat quadrants in random colours: cheap to post-process, unlike noise
-        colours = rng.integers(0, 256, (4, 3)).astype(np.uint8)
-        _save(tmp_path / "in" / f"img{i:02d}.png", squares_image(64, colours))
+    _forty_images(tmp_path / "in")
     code = (
         "import sys; "
         "from wnetcli.cli import main; "
@@ -540,6 +538,146 @@ def test_kill_9_leaves_no_partial_output_and_a_rerun_completes(tmp_path, model_p
     # the label map is written last, so every image that has one is complete and skipped
     assert report.count("skipped") == len(done_before) and not report.failed
     assert len(list(out.glob("img??.png"))) == 40
+    # What the kill left half-written belonged to images the rerun redid: their temporaries are gone.
+    assert not [p.name for p in out.glob(".img*.tmp.*")]
+
+
+def test_a_worker_ignores_ctrl_c_and_still_ends_with_its_run():
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    code = (
+        "import sys, time\n"
+        "from wnetcli.workers import serve_run\n"
+        "serve_run(int(sys.argv[1]))\n"
+        "print('serving', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    worker = subprocess.Popen([sys.executable, "-c", code, str(run.pid)], stdout=subprocess.PIPE, text=True)
+    assert worker.stdout.readline().strip() == "serving"
+    worker.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends the whole process group
+    time.sleep(0.5)
+    assert worker.poll() is None, "a worker must leave Ctrl-C to its run"
+    run.kill()
+    run.wait()
+    assert worker.wait(timeout=10) == 1
+
+
+def test_deferred_interrupts_hold_ctrl_c_back_until_the_block_ends():
+    from wnetcli.workers import deferred_interrupts
+
+    before = signal.getsignal(signal.SIGINT)
+    finished = []
+    with pytest.raises(KeyboardInterrupt), deferred_interrupts():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # the signal arrives here and is only noted
+        finished.append(True)
+    assert finished == [True] and signal.getsignal(signal.SIGINT) is before
+    with deferred_interrupts():  # no signal: nothing raised
+        pass
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def _forty_images(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        # four flat quadrants in random colours: cheap to post-process, unlike noise
+        colours = rng.integers(0, 256, (4, 3)).astype(np.uint8)
+        _save(root / f"img{i:02d}.png", squares_image(64, colours))
+
+
+def test_ctrl_c_stops_a_folder_run_at_once_keeps_its_summary_and_a_rerun_finishes(tmp_path, model_path):
+    """SIGINT to the whole process group, as a terminal sends it; 4 of 12 interrupted runs hung
+    for good before the workers left Ctrl-C to the run (wnetcli.workers)."""
+    _forty_images(tmp_path / "in")
+    code = (
+        "import sys; "
+        "from wnetcli.cli import main; "
+        "main(['segment', 'in', '--out', 'out', '--device', 'cpu', '--save', 'ucm', '--model', sys.argv[1]])"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(model_path)], cwd=tmp_path, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    out = tmp_path / "out"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.glob("img??.png"))) < 3:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        output, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail("the interrupted run did not exit")
+    assert proc.returncode == 130, output
+    assert "interrupted:" in output and "rerun the same command" in output
+    if Path("/proc").is_dir():
+        deadline = time.monotonic() + 15
+        while (left := processes_with(str(tmp_path), "forkserver")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left, f"processes of the interrupted run are still alive: {left}"
+    done = {p.stem for p in out.glob("img??.png")}
+    assert 3 <= len(done) < 40, "the run finished before the interrupt; the test proves nothing"
+    # Written although the run was interrupted, with every image whose outputs were written.
+    rows = _rows(out / "summary.csv")
+    assert {name.removesuffix(".png") for name in rows} == done
+    assert all(row["status"] == "ok" and int(row["regions"]) > 0 for row in rows.values())
+    report = segment_folder([tmp_path / "in"], model_path, BatchOptions(out_dir=out, save=("ucm",)), CPU)
+    assert report.count("skipped") == len(done) and report.count("ok") == 40 - len(done)
+
+
+def test_a_rerun_keeps_the_size_and_regions_of_skipped_images_in_the_summary(tmp_path, images, model_path):
+    options = BatchOptions(out_dir=tmp_path / "out", recursive=True)
+    segment_folder([images], model_path, options, CPU)
+    first = _rows(options.summary_path)
+    report = segment_folder([images], model_path, options, CPU)
+    assert report.count("skipped") == 4
+    again = _rows(options.summary_path)
+    for name, row in first.items():
+        if row["status"] == "ok":
+            assert again[name]["status"] == "skipped"
+            sizes = ("width", "height", "regions")
+            assert [again[name][k] for k in sizes] == [row[k] for k in sizes]
+            assert int(row["regions"]) > 0
+    assert again["broken.jpg"]["status"] == "failed"  # a failure is tried again, not carried over
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_segmented_again(tmp_path, images, model_path):
+    options = BatchOptions(out_dir=images / "masks", recursive=True, save=("overlay",))
+    first = segment_folder([images], model_path, options, CPU)
+    again = segment_folder([images], model_path, options, CPU)
+    assert first.found == again.found == 5  # the four images and the broken file; no overlay of ours
+    assert again.count("ok") == 0 and again.count("skipped") == 4
+    assert not (images / "masks" / "masks").exists()
+    # Inputs inside the output folder are still found when that folder is the input itself.
+    assert segment_folder([images / "masks"], model_path, BatchOptions(out_dir=images / "masks"), CPU).found > 0
+
+
+def test_a_rerun_removes_what_a_killed_write_left_of_the_outputs_it_redoes(tmp_path, images, model_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [out / ".a.abcdefgh.tmp.png", out / ".a.overlay.k2_x9q0z.tmp.png"]
+    foreign = out / ".notes.abcdefgh.tmp.txt"  # not an output of this run: left alone
+    for path in [*stale, foreign]:
+        path.write_bytes(b"partial")
+    segment_folder([images / "a.png"], model_path, BatchOptions(out_dir=out, save=("overlay",)), CPU)
+    assert not any(p.exists() for p in stale) and foreign.exists()
+    assert (out / "a.png").is_file() and (out / "a.overlay.png").is_file()
+
+
+@pytest.mark.parametrize("kind", ["a file", "read-only"])
+def test_cli_an_output_folder_that_cannot_be_written_is_one_line(tmp_path, images, model_path, kind, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if kind == "a file":
+        Path("out").write_text("")
+        expected = "error: output folder out is a file, not a folder\n"
+    else:
+        Path("out").mkdir()
+        import wnetcli.atomic
+
+        monkeypatch.setattr(wnetcli.atomic, "_writable", lambda folder: False)  # a read-only mount, say
+        expected = "error: cannot write to output folder out (read-only or no permission)\n"
+    result = runner.invoke(app, ["segment", str(images), "--out", "out", "--model", str(model_path)])
+    assert result.exit_code == 1 and result.output == expected
 
 
 @pytest.mark.needs_data

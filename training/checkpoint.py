@@ -82,8 +82,11 @@ def read_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch.load raises many types (struct.error, UnpicklingError, ...)
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path} is not a wnet checkpoint ({first_line})") from exc
+        # torch.load's own messages can be as bare as "101" (a KeyError on a text file): the
+        # exception type goes in front so the reason reads as one.
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        reason = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+        raise ModelError(f"{path} is not a wnet checkpoint (torch.load could not read it: {reason})") from exc
     if not isinstance(payload, dict) or payload.get("package") != "wnet":
         raise ModelError(f"{path} is not a wnet checkpoint (no 'package': 'wnet' entry)")
     missing = [key for key in REQUIRED_KEYS if key not in payload]

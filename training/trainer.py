@@ -41,7 +41,7 @@ from training.data import Warn, center_crop, describe_data, iterate_batches, loa
 from training.losses import reconstruction_loss, soft_ncut_loss
 from training.model import WNet, count_parameters
 from training.samples import write_sample_sheet
-from wnetcli.atomic import atomic_write_text
+from wnetcli.atomic import atomic_write_text, prepare_folder
 from wnetcli.errors import InputError, ModelError, TrainingError
 from wnetcli.tuning import tune_malloc
 
@@ -192,7 +192,7 @@ def _check_finite(value: float, name: str, step: int) -> None:
     if not math.isfinite(value):
         raise TrainingError(
             f"the {name} loss became {value} at step {step + 1}; stopped without saving it "
-            f"(the last good checkpoint is kept). Try a lower --lr or a larger recon_weight."
+            f"(the last checkpoint written, if any, is kept). Try a lower --lr or a larger recon_weight."
         )
 
 
@@ -281,12 +281,15 @@ def train(
     ------
     DataError
         The data folder is missing, empty or unreadable.
+    InputError
+        ``run_dir`` is a file or cannot be written to; it already holds a run (without
+        ``resume``), or holds none to resume.
     TrainingError
         A loss became NaN or infinite (``last.pt`` keeps the last good state).
     KeyboardInterrupt
         After saving ``last.pt`` at the last completed step.
     """
-    run_dir = Path(run_dir)
+    run_dir = prepare_folder(run_dir, "run folder")  # a folder that cannot hold the run fails before any step
     context = distributed.setup(device)
     try:
         return _train(config, data, run_dir, context, resume, threads, stop_after, progress, on_metrics, on_start,

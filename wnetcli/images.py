@@ -24,14 +24,23 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def find_images(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> list[tuple[Path, Path]]:
+def find_images(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    recursive: bool = True,
+    exclude: Iterable[str | os.PathLike[str]] = (),
+) -> list[tuple[Path, Path]]:
     """List the images named by ``paths`` (files or folders), sorted, without duplicates.
 
     Returns ``(image_path, relative_path)`` pairs; ``relative_path`` is the path below the
     folder it was found in (just the file name for a file given directly), which callers
-    use to mirror the input tree in their outputs. A path that does not exist raises
-    :class:`InputError`.
+    use to mirror the input tree in their outputs. Images inside an ``exclude`` folder are
+    left out of the folder walks (a run's own output folder inside its input folder, whose
+    overlays would otherwise be segmented again on every rerun); a file named directly, and a
+    folder that is itself inside an ``exclude`` folder, are always searched. A path that does
+    not exist raises :class:`InputError`.
     """
+    excluded = [Path(folder).resolve() for folder in exclude]
     found: dict[Path, Path] = {}
     for raw in paths:
         root = Path(raw)
@@ -40,10 +49,13 @@ def find_images(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = Tr
         if root.is_file():
             found.setdefault(root.resolve(), Path(root.name))
             continue
+        skipped = [folder for folder in excluded if not root.resolve().is_relative_to(folder)]
         walker = root.rglob("*") if recursive else root.glob("*")
         for candidate in walker:
             if candidate.is_file() and is_image_path(candidate):
-                found.setdefault(candidate.resolve(), candidate.relative_to(root))
+                resolved = candidate.resolve()
+                if not any(resolved.is_relative_to(folder) for folder in skipped):
+                    found.setdefault(resolved, candidate.relative_to(root))
     return sorted(((p, rel) for p, rel in found.items()), key=lambda pair: str(pair[1]))
 
 

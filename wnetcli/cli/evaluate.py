@@ -50,6 +50,10 @@ def _build_method(
 
         return HierarchyMethod(PostprocessOptions(**postprocess_overrides(None, fast)), name="classical-fast")
     if method is not None:
+        from wnetcli.evaluation.baselines import BASELINES
+
+        if method.lower() not in BASELINES:  # the library's message would not name "classical"
+            raise InputError(f"unknown method {method!r}; choose one of {', '.join([*BASELINES, 'classical'])}")
         return Baseline(method.lower())
     if model is not None and not model.is_file():
         raise InputError(f"model not found: {model}")
@@ -114,6 +118,7 @@ def evaluate(
 
     Writes metrics.json, per-image and per-threshold CSVs and a precision-recall plot to --out.
     """
+    from wnetcli.atomic import prepare_folder
     from wnetcli.evaluation import EvaluationOptions, find_split, write_report
 
     images = find_split(bsds, split.lower())
@@ -122,11 +127,15 @@ def evaluate(
     chosen = _build_method(
         results, method, model, crf, merge, device, jobs, wnet_share, fast, wnet_edges, tta, merge_only
     )
-    out = out or Path(f"eval-{chosen.name}")
+    out = prepare_folder(out or Path(f"eval-{chosen.name}"))  # before the work, not after it
     options = EvaluationOptions(
         thresholds=thresholds, jobs=jobs, regions=regions, save_dir=out / "results" if save_results else None
     )
-    result = _run_with_progress(images, chosen, options)
+    try:
+        result = _run_with_progress(images, chosen, options)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted:[/] no report written", highlight=False)
+        raise typer.Exit(130) from None
     written = write_report(result, out)
     _print_result(result)
     console.print(f"wrote {len(written)} files to {out}", highlight=False)

@@ -27,8 +27,9 @@ def export(
         help="Run the network on images shrunk to this shorter side (default: the training scale; 0: native).",
     ),
     tolerance: float | None = typer.Option(
-        None, "--tolerance", min=0.0, max=1.0,
-        help="Largest accepted |onnxruntime - PyTorch| probability difference (default 1e-4; 1e-2 with --fp16).",
+        None, "--tolerance",
+        help="Largest accepted |onnxruntime - PyTorch| probability difference, in (0, 1) "
+        "(default 1e-4; 1e-2 with --fp16).",
     ),
 ) -> None:
     """Export the encoder of CHECKPOINT to ONNX, then check it against PyTorch.
@@ -60,7 +61,7 @@ def export(
     table.add_row("K / pad multiple", f"{result.info.k} / {result.info.pad_multiple}")
     table.add_row("exporter / opset", f"{result.exporter} / {result.opset}")
     table.add_row("precision", "float16" if result.fp16 else "float32")
-    table.add_row("checkpoint step", str(result.info.step))
+    table.add_row("checkpoint step / SHA-256", f"{result.info.step} / {result.info.checkpoint_sha256[:16]}...")
     table.add_row("network scale", f"shorter side {result.info.short_side} px" if result.info.short_side else "native")
     for size, diff in result.max_abs_diff.items():
         table.add_row(f"max |ort - torch| {size}", f"{diff:.2e} (limit {result.tolerance:g})")

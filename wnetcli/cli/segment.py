@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from wnetcli.cli import (
     command,
@@ -73,8 +74,8 @@ def segment(
     ),
     max_size: int = typer.Option(
         2048, "--max-size", min=0,
-        help="Segment images whose longer side is larger at this size (network and hierarchy; "
-        "the outputs are mapped back to full size). 0: never.",
+        help="Images whose longer side is larger than this are segmented at this size (network and "
+        "hierarchy; the outputs are mapped back to full size). 0: never.",
     ),
     crf: bool = typer.Option(
         True, "--crf/--no-crf", help="Fully connected CRF on the soft segmentation (run only when they are read)."
@@ -129,7 +130,16 @@ def segment(
             **overrides,
         ),
     )
-    report = _run_with_progress(inputs, model, batch_options, segment_options)
+    try:
+        report = _run_with_progress(inputs, model, batch_options, segment_options)
+    except KeyboardInterrupt:
+        console.print(
+            f"[yellow]interrupted:[/] the outputs written are complete (summary: "
+            f"{escape(str(batch_options.summary_path))}); rerun the same command to finish",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     _print_report(report)
     if report.failed:
         raise typer.Exit(1)

@@ -76,7 +76,7 @@ def train(
         TimeRemainingColumn,
     )
 
-    from training.config import resolve_train_config
+    from training.config import PADDING_MODES, resolve_train_config
     from training.trainer import load_run_config
     from training.trainer import train as train_wnet
 
@@ -87,6 +87,8 @@ def train(
         "sample_every": sample_every, "workers": workers, "padding_mode": padding,
         "init_from": None if init_from is None else str(init_from),
     }
+    if padding is not None and padding not in PADDING_MODES:  # the config's own message names padding_mode
+        raise InputError(f"--padding must be one of {', '.join(PADDING_MODES)}, got {padding!r}")
     if resume and config_file is not None:
         raise InputError("--resume uses the run's own config; give flags such as --iterations instead of --config")
     config = load_run_config(out, overrides) if resume else resolve_train_config(preset, config_file, overrides)

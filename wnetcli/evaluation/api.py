@@ -32,7 +32,7 @@ from wnetcli.evaluation.regions import (
 )
 from wnetcli.tuning import single_threaded_blas
 from wnetcli.ucm import nested_levels, seg_to_boundary, ucm2_to_boundary, ucm2_to_labels
-from wnetcli.workers import exit_with
+from wnetcli.workers import deferred_interrupts, serve_run
 
 __all__ = ["EvaluationOptions", "EvaluationResult", "ImageResult", "evaluate", "evaluate_image", "thresholds_for"]
 
@@ -250,11 +250,11 @@ _worker_blas_limit = None
 
 
 def _init_worker(run_pid: int) -> None:
-    """Evaluation workers run with one BLAS thread (see :mod:`wnetcli.tuning`) and end with the
-    run (:func:`wnetcli.workers.exit_with`)."""
+    """Evaluation workers run with one BLAS thread (see :mod:`wnetcli.tuning`), end with the run
+    and leave Ctrl-C to it (:func:`wnetcli.workers.serve_run`)."""
     global _worker_blas_limit
     _worker_blas_limit = single_threaded_blas()
-    exit_with(run_pid)
+    serve_run(run_pid)
 
 
 def _run(
@@ -270,19 +270,20 @@ def _run(
                 if progress:
                     progress(k + 1, len(images))
         return results
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=min(options.jobs, len(images)), initializer=_init_worker, initargs=(os.getpid(),)
-    ) as pool:
+    )
+    try:
         futures = {pool.submit(evaluate_image, image, method, options): k for k, image in enumerate(images)}
-        try:
-            for done, future in enumerate(as_completed(futures), start=1):
-                results[futures[future]] = future.result()
-                if progress:
-                    progress(done, len(images))
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+        for done, future in enumerate(as_completed(futures), start=1):
+            results[futures[future]] = future.result()
+            if progress:
+                progress(done, len(images))
+    finally:
+        # On Ctrl-C the queued images are dropped and the running ones finish; a second Ctrl-C
+        # must not cut that short (wnetcli.workers).
+        with deferred_interrupts():
+            pool.shutdown(wait=True, cancel_futures=True)
     return results
 
 

@@ -125,6 +125,8 @@ class RunCounts:
             kept the counts) or it cannot be read.
         """
         path = Path(path)
+        if not path.exists():
+            raise InputError(f"not found: {path}")
         if path.is_dir():
             path = path / COUNTS_FILE
         if not path.is_file():
@@ -147,8 +149,11 @@ class RunCounts:
                     boundary=boundary,
                     regions=regions,
                 )
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputError(f"cannot read the counts in {path}: {exc}") from exc
+        except (OSError, ValueError, KeyError, EOFError) as exc:  # EOFError: an empty file
+            raise InputError(
+                f"cannot read the counts in {path} ({type(exc).__name__}: {exc}): "
+                f"not a {COUNTS_FILE} of `wnet evaluate`"
+            ) from exc
 
     @property
     def measures(self) -> tuple[str, ...]:

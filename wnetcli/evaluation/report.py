@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wnetcli.atomic import atomic_path, atomic_write_text
+from wnetcli.atomic import atomic_path, atomic_write_text, prepare_folder
 from wnetcli.evaluation.api import EvaluationResult
 from wnetcli.evaluation.counts import COUNTS_FILE, RunCounts
 
@@ -113,9 +113,13 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
     -------
     list of Path
         The files written.
+
+    Raises
+    ------
+    InputError
+        If ``out_dir`` is a file or cannot be written to.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_folder(out_dir)
     ids = [img.id for img in result.images]
     written = [out / "metrics.json"]
     atomic_write_text(written[0], json.dumps(metrics_dict(result), indent=2) + "\n")

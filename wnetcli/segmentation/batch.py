@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from wnetcli.atomic import atomic_write_text
+from wnetcli.atomic import atomic_write_text, prepare_folder, remove_stale_temporaries
 from wnetcli.errors import InputError
 from wnetcli.images import find_images, read_rgb
 from wnetcli.segmentation.outputs import UCM_FORMATS, output_paths, write_outputs
 from wnetcli.segmentation.pipeline import Finisher, Segmenter, SegmentOptions, folder_options, inference_size
 from wnetcli.tuning import single_threaded_blas, tune_malloc
-from wnetcli.workers import exit_with
+from wnetcli.workers import deferred_interrupts, serve_run
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 SUMMARY_FIELDS = ("image", "width", "height", "regions", "seconds", "status", "message")
@@ -215,7 +215,8 @@ def plan_batch(inputs: Sequence[str | Path], options: BatchOptions) -> BatchPlan
     InputError
         When an input path does not exist, or no image is found at all.
     """
-    found = find_images(inputs, recursive=options.recursive)
+    # The output folder, when it lies inside an input folder, holds this tool's own PNGs.
+    found = find_images(inputs, recursive=options.recursive, exclude=[options.out_dir])
     if not found:
         hint = "" if options.recursive else " (add --recursive to descend into subfolders)"
         names = ", ".join(str(p) for p in inputs)
@@ -313,7 +314,7 @@ def _init_worker(finisher: Finisher, run_pid: int) -> None:
     global _worker_finisher, _worker_blas_limit
     _worker_finisher = finisher
     _worker_blas_limit = single_threaded_blas()  # see wnetcli.tuning: kept for the worker's life
-    exit_with(run_pid)
+    serve_run(run_pid)
 
 
 def _finish_in_worker(job: Job, rgb: np.ndarray, probs: np.ndarray, timings: dict) -> ImageRecord:
@@ -371,20 +372,29 @@ def resolve_workers(requested: int | None, jobs: int) -> int:
 
 
 def run_jobs(
-    segmenter: Segmenter, jobs: Sequence[Job], options: BatchOptions, progress: ProgressCallback | None = None
+    segmenter: Segmenter,
+    jobs: Sequence[Job],
+    options: BatchOptions,
+    progress: ProgressCallback | None = None,
+    settled: Callable[[ImageRecord], None] | None = None,
 ) -> list[ImageRecord]:
     """Segment ``jobs`` with decoding, inference and post-processing overlapped.
 
     Returns one :class:`ImageRecord` per job, in order. ``progress(done, total)`` is called
-    from the calling thread after each image.
+    from the calling thread after each image, and ``settled(record)`` just before it, so that
+    a caller interrupted midway (Ctrl-C) still has the records of the images done.
     """
     records: list[ImageRecord | None] = [None] * len(jobs)
     done = 0
 
     def settle(index: int, record: ImageRecord) -> None:
         nonlocal done
+        if records[index] is not None:  # settled before an interrupt, found again after it
+            return
         records[index] = record
         done += 1
+        if settled is not None:
+            settled(record)
         if progress is not None:
             progress(done, len(jobs))
 
@@ -410,7 +420,9 @@ def run_jobs(
 
     def reap(limit: int) -> None:
         while len(in_flight) > limit:
-            settle_all(in_flight.popleft().result())
+            # Dropped only once settled: an interrupt in between leaves it for _settle_finished.
+            settle_all(in_flight[0].result())
+            in_flight.popleft()
 
     def infer(batch: list[tuple[int, Job, np.ndarray, float]]) -> list[tuple[int, ImageRecord | Future]]:
         # Runs in an inference thread (or here): touches no state of this function but the pools.
@@ -461,10 +473,48 @@ def run_jobs(
     finally:
         blas_limit.restore_original_limits()
         # The inference threads first: they may still hand work to the post-processing pool.
-        for pool in (infer_pool, decode_pool, post_pool):
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        with deferred_interrupts():  # a second Ctrl-C must not cut the shutdown short (wnetcli.workers)
+            for pool in (infer_pool, decode_pool, post_pool):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+            # Interrupted: the images the pools finished meanwhile are written; record them too.
+            _settle_finished(in_flight, settle)
     return [record for record in records if record is not None]
+
+
+def _settle_finished(in_flight: Iterable[Future], settle: Callable[[int, ImageRecord], None]) -> None:
+    """Settle every image of ``in_flight`` (futures of inference calls, see :func:`run_jobs`)
+    whose work has finished; the cancelled and the failed are left out."""
+    for call in in_flight:
+        if not call.done() or call.cancelled() or call.exception() is not None:
+            continue
+        for index, outcome in call.result():
+            if not isinstance(outcome, Future):
+                settle(index, outcome)
+            elif outcome.done() and not outcome.cancelled() and outcome.exception() is None:
+                settle(index, outcome.result())
+
+
+def read_summary(path: Path) -> dict[str, dict[str, str]]:
+    """The rows of an earlier ``summary.csv`` by image (empty if there is none or it is unreadable)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return {row["image"]: row for row in csv.DictReader(handle) if row.get("image")}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+
+
+def _with_earlier_rows(records: list[ImageRecord], earlier: dict[str, dict[str, str]]) -> list[ImageRecord]:
+    """Skipped images keep the size and region count that the run which made them recorded."""
+    for record in records:
+        row = earlier.get(record.image)
+        if record.status != SKIPPED or row is None or row.get("status") not in (OK, SKIPPED):
+            continue
+        try:
+            record.width, record.height, record.regions = (int(row[k]) for k in ("width", "height", "regions"))
+        except (KeyError, TypeError, ValueError):  # a hand-edited or foreign file: leave the zeros
+            continue
+    return records
 
 
 def write_summary(path: Path, records: Iterable[ImageRecord]) -> None:
@@ -529,6 +579,9 @@ def segment_folder(
     began = time.perf_counter()
     tune_malloc()
     plan = plan_batch(inputs, options)
+    prepare_folder(options.out_dir)
+    # What a killed run was writing when it died: the outputs this run is about to redo.
+    remove_stale_temporaries(path for job in plan.jobs for path in job.paths.values())
     segment_options = segment_options or SegmentOptions()
     if resolve_workers(options.workers, len(plan.jobs)):
         # Inference overlaps the post-processing: several calls at once, and the workers' fork
@@ -536,11 +589,15 @@ def segment_folder(
         segment_options = folder_options(segment_options)
         start_worker_server()
     segmenter = Segmenter(model_path, segment_options)
-    Path(options.out_dir).mkdir(parents=True, exist_ok=True)
     _write_run_config(segmenter, options)
-    ran = run_jobs(segmenter, plan.jobs, options, progress)
-    records = sorted([*plan.decided, *ran], key=lambda record: record.image)
-    write_summary(options.summary_path, records)
+    earlier = read_summary(options.summary_path)
+    ran: list[ImageRecord] = []
+    try:
+        run_jobs(segmenter, plan.jobs, options, progress, settled=ran.append)
+    finally:
+        # Also when interrupted: the summary then lists the images done so far.
+        records = _with_earlier_rows(sorted([*plan.decided, *ran], key=lambda record: record.image), earlier)
+        write_summary(options.summary_path, records)
     return BatchReport(
         records=records,
         summary_path=options.summary_path,

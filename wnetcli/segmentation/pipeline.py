@@ -77,6 +77,12 @@ class SegmentOptions:
             raise InputError(f"streams must be at least 1 (or None), got {self.streams}")
         if self.max_size is not None and self.max_size < 16:
             raise InputError(f"max_size must be at least 16 pixels (or None), got {self.max_size}")
+        # Checked here too, not only where the model loads: a run whose settings never run the
+        # network must still reject a misspelt device.
+        from wnetcli.segmentation.runtime import DEVICES
+
+        if self.device not in DEVICES:
+            raise InputError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
 
 
 @dataclass
