@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "results")
     parser.add_argument(
         "--keep", action="store_true",
-        help="reuse a row whose <out>/rowN/metrics.json exists (rows are slow: quickshift takes ~25 min)",
+        help="reuse a row whose <out>/<row folder>/metrics.json exists (rows are slow: quickshift takes ~25 min)",
     )
     args = parser.parse_args()
     rows = []

@@ -96,8 +96,9 @@ class PostprocessOptions:
         crf_downsample, crf_radius: the CRF messages are computed on a grid this many times
             coarser, in a window of this half-width (coarse cells); see :class:`.crf.CRFOptions`.
         wnet_weight: weight of the soft segmentation's own boundaries (where the probabilities
-            change) in the boundary map; off by default: on BSDS500 train it lowered covering
-            and PRI at every weight tried (the network's maps change inside textures too).
+            change) in the boundary map; off by default: on BSDS500 no weight beat the hierarchy
+            without it beyond chance (train covering ODS at most +0.005, with OIS or PRI lower;
+            the model card has the runs), as the network's maps change inside textures too.
         wnet_histogram_weight: weight of the soft segmentation's region cue (the chi-squared
             gradient of its class mix, :class:`.boundaries.BoundaryOptions`).
         wnet_merge_only: the W-Net's boundary cues (``wnet_weight``,
