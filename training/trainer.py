@@ -289,7 +289,8 @@ def train(
     KeyboardInterrupt
         After saving ``last.pt`` at the last completed step.
     """
-    run_dir = prepare_folder(run_dir, "run folder")  # a folder that cannot hold the run fails before any step
+    # A folder that cannot hold the run fails before any step; one to resume must exist already.
+    run_dir = Path(run_dir) if resume else prepare_folder(run_dir, "run folder")
     context = distributed.setup(device)
     try:
         return _train(config, data, run_dir, context, resume, threads, stop_after, progress, on_metrics, on_start,
