@@ -534,7 +534,9 @@ def test_kill_9_leaves_no_partial_output_and_a_rerun_completes(tmp_path, model_p
     done_before = {p.name for p in out.glob("img??.png")}
     assert len(done_before) < 40, "the run finished before the kill; the test proves nothing"
 
-    report = segment_folder([tmp_path / "in"], model_path, BatchOptions(out_dir=out, save=("overlay",)), CPU)
+    # The same outputs as the killed run (its command line above).
+    saved = ("overlay", "color", "ucm", "probs")
+    report = segment_folder([tmp_path / "in"], model_path, BatchOptions(out_dir=out, save=saved), CPU)
     # the label map is written last, so every image that has one is complete and skipped
     assert report.count("skipped") == len(done_before) and not report.failed
     assert len(list(out.glob("img??.png"))) == 40
@@ -542,7 +544,8 @@ def test_kill_9_leaves_no_partial_output_and_a_rerun_completes(tmp_path, model_p
     assert not [p.name for p in out.glob(".img*.tmp.*")]
 
 
-def test_a_worker_ignores_ctrl_c_and_still_ends_with_its_run():
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_worker_leaves_stop_signals_to_its_run_and_still_ends_with_it(stop):
     run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     code = (
         "import sys, time\n"
@@ -553,27 +556,28 @@ def test_a_worker_ignores_ctrl_c_and_still_ends_with_its_run():
     )
     worker = subprocess.Popen([sys.executable, "-c", code, str(run.pid)], stdout=subprocess.PIPE, text=True)
     assert worker.stdout.readline().strip() == "serving"
-    worker.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends the whole process group
+    worker.send_signal(stop)  # a terminal's Ctrl-C, SLURM's SIGTERM: sent to the whole group
     time.sleep(0.5)
-    assert worker.poll() is None, "a worker must leave Ctrl-C to its run"
+    assert worker.poll() is None, "a worker must leave stop signals to its run"
     run.kill()
     run.wait()
     assert worker.wait(timeout=10) == 1
 
 
-def test_deferred_interrupts_hold_ctrl_c_back_until_the_block_ends():
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_deferred_interrupts_hold_a_stop_signal_back_until_the_block_ends(stop):
     from wnetcli.workers import deferred_interrupts
 
-    before = signal.getsignal(signal.SIGINT)
+    before = signal.getsignal(stop)
     finished = []
     with pytest.raises(KeyboardInterrupt), deferred_interrupts():
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), stop)
         time.sleep(0.2)  # the signal arrives here and is only noted
         finished.append(True)
-    assert finished == [True] and signal.getsignal(signal.SIGINT) is before
+    assert finished == [True] and signal.getsignal(stop) is before
     with deferred_interrupts():  # no signal: nothing raised
         pass
-    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(stop) is before
 
 
 def _forty_images(root: Path) -> None:
@@ -584,9 +588,18 @@ def _forty_images(root: Path) -> None:
         _save(root / f"img{i:02d}.png", squares_image(64, colours))
 
 
-def test_ctrl_c_stops_a_folder_run_at_once_keeps_its_summary_and_a_rerun_finishes(tmp_path, model_path):
-    """SIGINT to the whole process group, as a terminal sends it; 4 of 12 interrupted runs hung
-    for good before the workers left Ctrl-C to the run (wnetcli.workers)."""
+@pytest.mark.parametrize(
+    ("stop", "whole_group"),
+    [(signal.SIGINT, True), (signal.SIGTERM, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "sigterm-to-the-job", "kill"],
+)
+def test_ctrl_c_or_sigterm_stops_a_folder_run_at_once_keeps_its_summary_and_a_rerun_finishes(
+    tmp_path, model_path, stop, whole_group
+):
+    """SIGINT to the whole process group, as a terminal sends it (4 of 12 interrupted runs hung
+    for good before the workers left Ctrl-C to the run, wnetcli.workers); SIGTERM to every
+    process, as SLURM sends it at a time limit, or to the run alone, as ``kill`` does (the run
+    then ended without its summary)."""
     _forty_images(tmp_path / "in")
     code = (
         "import sys; "
@@ -601,7 +614,10 @@ def test_ctrl_c_stops_a_folder_run_at_once_keeps_its_summary_and_a_rerun_finishe
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(out.glob("img??.png"))) < 3:
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGINT)
+    if whole_group:
+        os.killpg(proc.pid, stop)
+    else:
+        proc.send_signal(stop)
     try:
         output, _ = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:

@@ -132,18 +132,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data, monke
     assert all(torch.isfinite(t).all() for t in payload["model"].values() if t.is_floating_point())
 
 
-def test_ctrl_c_saves_at_a_step_boundary_and_the_run_resumes(tmp_path, data):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_saves_at_a_step_boundary_and_the_run_resumes(tmp_path, data, stop):
+    """SIGTERM too: ``kill``, or a cluster's time limit (SLURM sends SIGKILL 30 s later)."""
     def interrupt_at_step_7(metrics):
         if metrics["step"] == 7:
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(stop)
 
     # The handler before the run, whatever it is (a job started in the background with `&`
     # inherits SIGINT ignored): training must put that one back.
-    before = signal.getsignal(signal.SIGINT)
+    before = signal.getsignal(stop)
     with pytest.raises(KeyboardInterrupt):
         train(TINY, data, tmp_path / "run", device="cpu", threads=1, on_metrics=interrupt_at_step_7)
     assert read_checkpoint(tmp_path / "run" / "last.pt")["step"] == 7
-    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(stop) is before
     result = train(TINY, data, tmp_path / "run", device="cpu", threads=1, resume=True)
     assert (result.start_step, result.step) == (7, 20)
 

@@ -44,6 +44,7 @@ from training.samples import write_sample_sheet
 from wnetcli.atomic import atomic_write_text, prepare_folder
 from wnetcli.errors import InputError, ModelError, TrainingError
 from wnetcli.tuning import tune_malloc
+from wnetcli.workers import STOP_SIGNALS
 
 CHECKPOINT_NAME = "last.pt"
 CONFIG_NAME = "config.json"
@@ -147,10 +148,13 @@ def _restore_rng_state(state: dict) -> None:
 
 @contextlib.contextmanager
 def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
-    """Turn the first Ctrl-C into a flag checked between steps (a second one interrupts at once).
+    """Turn the first Ctrl-C or SIGTERM into a flag checked between steps (a second one
+    interrupts at once).
 
     A step interrupted between its two updates would leave weights that belong to no step, so
-    the checkpoint written on Ctrl-C is taken at the next step boundary instead.
+    the checkpoint written on Ctrl-C is taken at the next step boundary instead. SIGTERM counts
+    the same (``kill``, a cluster's time limit: SLURM sends SIGKILL about 30 s later, far more
+    than a step).
     """
     pressed = threading.Event()
     if threading.current_thread() is not threading.main_thread():
@@ -162,11 +166,12 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
             raise KeyboardInterrupt
         pressed.set()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {stop: signal.signal(stop, handler) for stop in STOP_SIGNALS}
     try:
         yield pressed.is_set
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for stop, old_handler in previous.items():
+            signal.signal(stop, old_handler)
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-__all__ = ["deferred_interrupts", "exit_with", "serve_run"]
+__all__ = ["STOP_SIGNALS", "deferred_interrupts", "exit_with", "serve_run", "stop_on_sigterm"]
 
 
 def exit_with(pid: int, poll_seconds: float = 1.0) -> threading.Thread:
@@ -62,21 +62,49 @@ def exit_with(pid: int, poll_seconds: float = 1.0) -> threading.Thread:
     return watcher
 
 
+#: The signals that stop a run cleanly: Ctrl-C, and SIGTERM (``kill``, a cluster's time limit;
+#: SLURM sends it to every process of the job, then SIGKILL about 30 s later).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def serve_run(pid: int) -> threading.Thread:
-    """Set up a worker process of the run ``pid``: SIGINT ignored (the run handles Ctrl-C and
-    shuts its pool down), and :func:`exit_with` ``pid``. Called in a pool's initializer.
+    """Set up a worker process of the run ``pid``: :data:`STOP_SIGNALS` ignored (the run handles
+    them and shuts its pool down, and :func:`exit_with` ends the worker if the run is killed
+    outright), and :func:`exit_with` ``pid``. Called in a pool's initializer.
 
     Returns the (started) watching thread of :func:`exit_with`.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
     return exit_with(pid)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM stops the command as Ctrl-C does (a :class:`KeyboardInterrupt`),
+    so that ``kill`` or a cluster's time limit also ends a run cleanly: the images under way
+    finish, ``summary.csv`` is written, a training run saves its checkpoint. Outside the main
+    thread this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[None]:
-    """Hold Ctrl-C back while the block runs (a pool's shutdown), then raise it.
+    """Hold Ctrl-C and SIGTERM back while the block runs (a pool's shutdown), then raise
+    :class:`KeyboardInterrupt`.
 
-    A SIGINT received meanwhile becomes a :class:`KeyboardInterrupt` once the block has
+    A stop signal received meanwhile becomes a :class:`KeyboardInterrupt` once the block has
     finished; if the block raises, its exception goes on instead. Outside the main thread
     (where Python delivers no signals) this does nothing.
     """
@@ -84,10 +112,11 @@ def deferred_interrupts() -> Iterator[None]:
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = {stop: signal.signal(stop, lambda signum, frame: received.append(signum)) for stop in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
     if received:
         raise KeyboardInterrupt

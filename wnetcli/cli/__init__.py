@@ -206,8 +206,11 @@ def command(*args, **kwargs) -> Callable[[_F], _F]:
     def decorator(func: _F) -> _F:
         @functools.wraps(func)  # Typer reads the wrapped signature through __wrapped__
         def wrapper(*call_args, **call_kwargs):
+            from wnetcli.workers import stop_on_sigterm
+
             try:
-                return func(*call_args, **call_kwargs)
+                with stop_on_sigterm():  # kill / a cluster's time limit: a clean stop, as Ctrl-C
+                    return func(*call_args, **call_kwargs)
             except (typer.Exit, typer.Abort, KeyboardInterrupt):
                 raise
             except WNetError as exc:

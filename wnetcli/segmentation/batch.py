@@ -343,15 +343,33 @@ def _worker_context():
 def start_worker_server() -> None:
     """Start the fork server now, so that its imports (about 0.6 s) run while this process
     loads the model and decodes, rather than after the first inference. Without forkserver
-    (spawn) there is no server and nothing to do; a server already running is kept."""
+    (spawn) there is no server and nothing to do; a server already running is kept.
+
+    The server starts with SIGTERM ignored: a SIGTERM to the whole job (SLURM's time limit)
+    ended it, and its end closes the pipes through which the pool learns that a worker has
+    exited, so the pool took its live workers for dead and dropped the results of the images
+    under way (written, but missing from ``summary.csv``). An ignored signal stays ignored across
+    the server's exec; it ends anyway when this process does. The workers ignore SIGTERM too
+    (:func:`wnetcli.workers.serve_run`).
+    """
     if _worker_context().get_start_method() == "forkserver":
+        import signal
+        import threading
         from multiprocessing import forkserver
 
-        forkserver.ensure_running()
+        if threading.current_thread() is not threading.main_thread():  # signal.signal would refuse
+            forkserver.ensure_running()
+            return
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _start_workers(finisher: Finisher, workers: int):
     """A pool of ``workers`` processes ready to run :func:`_finish_in_worker` (see :func:`_worker_context`)."""
+    start_worker_server()  # started here if not before, with its signals set
     # ProcessPoolExecutor rather than multiprocessing.Pool: a worker that dies (say, killed for
     # memory) breaks the pool with an error instead of leaving its task waiting forever.
     return ProcessPoolExecutor(
