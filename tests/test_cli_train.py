@@ -81,6 +81,48 @@ def test_a_run_folder_that_is_a_file_is_a_one_line_error(tmp_path, data, tiny_co
     assert result.output == f"error: run folder {tmp_path / 'afile'} is a file, not a folder\n"
 
 
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="signals a process group (POSIX)")
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_to_the_whole_job_saves_a_checkpoint_with_dataloader_workers(tmp_path, data, stop):
+    """As SLURM ends a job at its time limit (SIGTERM) or a terminal's Ctrl-C (SIGINT): the signal
+    reaches every process, the DataLoader's workers included (``cache_limit = 0`` decodes
+    through them); the run must save and exit 130. Before, SIGTERM ended the workers and the
+    run with "DataLoader worker ... is killed by signal: Terminated", its last steps lost."""
+    import signal
+    import time
+
+    pytest.importorskip("torch")
+    config = tmp_path / "loader.toml"
+    config.write_text("log_every = 1\nsample_every = 0\ncache_limit = 0\nworkers = 1\niterations = 100000\n"
+                      "checkpoint_every = 0\n[model]\nbase_width = 4\ndepth = 2\n")
+    out = tmp_path / "run"
+    code = "import sys; from wnetcli.cli import main; main(sys.argv[1:])"
+    run = subprocess.Popen(
+        [sys.executable, "-c", code, "train", "--data", str(data), "--out", str(out), "--config", str(config),
+         *TINY_FLAGS],
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    log, deadline = out / "log.jsonl", time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None and (
+        not log.exists() or len(log.read_text().splitlines()) < 3
+    ):
+        time.sleep(0.05)
+    assert run.poll() is None, run.communicate()[0]
+    os.killpg(run.pid, getattr(signal, stop))
+    try:
+        output, _ = run.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+        pytest.fail(f"the run did not stop on {stop}")
+    assert run.returncode == 130, output
+    assert "interrupted: checkpoint saved" in output
+    import torch
+
+    saved = torch.load(out / "last.pt", weights_only=True)["step"]
+    assert saved >= 3 and json.loads(log.read_text().splitlines()[-1])["step"] == saved
+
+
 def test_without_torch_it_says_how_to_install(tmp_path):
     code = (
         "import sys; sys.modules['torch'] = None\n"

@@ -12,6 +12,7 @@ decoding; larger ones (VOC2012 has 17k images) are decoded on the fly in DataLoa
 from __future__ import annotations
 
 import os
+import signal
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from training.config import TrainConfig
 from wnetcli.errors import DataError, InputError
 from wnetcli.images import find_images, read_rgb
+from wnetcli.workers import STOP_SIGNALS
 
 #: Where a VOC tree keeps its photos, relative to the folder given to ``--data``, most specific first.
 VOC_IMAGE_DIRS = (Path("VOCdevkit/VOC2012/JPEGImages"), Path("VOC2012/JPEGImages"), Path("JPEGImages"))
@@ -217,6 +219,13 @@ class StepBatches(torch.utils.data.Dataset):
 def _worker_init(_worker_id: int) -> None:
     # Each worker decodes one batch at a time; more threads per worker only oversubscribe the cores.
     torch.set_num_threads(1)
+    # Ctrl-C and SIGTERM reach the whole process group (a terminal, SLURM's time limit): the run
+    # handles them and saves at the end of its step, which needs the next batches. A worker
+    # ended by them made the DataLoader raise "worker exited unexpectedly" instead. Run after
+    # torch's own worker handlers, so this one holds; the workers end with the loader, or with
+    # the run (torch watches its parent).
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
 
 
 def iterate_batches(
