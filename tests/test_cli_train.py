@@ -158,6 +158,57 @@ def test_two_processes_under_torchrun_keep_identical_weights(tmp_path, data, tin
     assert all(torch.isfinite(t).all() for t in payload["model"].values() if t.is_floating_point())
 
 
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the rank's process through /proc (Linux)")
+def test_a_stop_signal_to_one_process_under_torchrun_stops_all_at_the_same_step(tmp_path, data):
+    """Only rank 1 gets SIGTERM: the ranks must agree to stop, and rank 0 save, at the same step
+    (before, rank 1 left alone and rank 0 waited in its next all-reduce for good)."""
+    import signal
+    import time
+
+    pytest.importorskip("torch")
+    config = tmp_path / "long.toml"
+    config.write_text("log_every = 1\nsample_every = 0\niterations = 100000\ncheckpoint_every = 0\n"
+                      "[model]\nbase_width = 4\ndepth = 2\n")
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "wnetcli", "train", "--data", str(data), "--out", str(out), "--config", str(config), *TINY_FLAGS,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    log, deadline = out / "log.jsonl", time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None and (
+        not log.exists() or len(log.read_text().splitlines()) < 3
+    ):
+        time.sleep(0.05)
+    assert run.poll() is None, run.communicate()[0][-3000:]
+    rank1 = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(out).encode() in (entry / "cmdline").read_bytes() and (
+                b"LOCAL_RANK=1\0" in (entry / "environ").read_bytes()
+            ):
+                rank1.append(int(entry.name))
+        except OSError:
+            continue
+    assert len(rank1) == 1, rank1
+    os.kill(rank1[0], signal.SIGTERM)
+    try:
+        output, _ = run.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)  # torchrun and both ranks
+        run.wait()
+        pytest.fail("the ranks did not stop")
+    import torch
+
+    assert (out / "last.pt").exists(), output[-3000:]
+    saved = torch.load(out / "last.pt", weights_only=True)["step"]
+    assert saved >= 3 and json.loads(log.read_text().splitlines()[-1])["step"] == saved
+    assert output.count("interrupted: checkpoint saved") == 1  # rank 0 reports it
+
+
 def test_the_saved_config_is_preset_then_file_then_flags(tmp_path, data, tiny_config):
     pytest.importorskip("torch")
     out = tmp_path / "run"

@@ -92,6 +92,19 @@ def mean_across(values: torch.Tensor, context: DistributedContext) -> torch.Tens
     return values / context.world_size
 
 
+def any_across(flag: bool, context: DistributedContext) -> bool:
+    """True on every process if ``flag`` is true on any (``flag`` itself with one process).
+
+    A stop signal (Ctrl-C, SIGTERM) reaches the processes at slightly different moments; one
+    that stopped alone would leave the others waiting in their next collective for good.
+    """
+    if not context.distributed:
+        return flag
+    value = torch.tensor(1 if flag else 0, dtype=torch.int32, device=context.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value)
+
+
 def replica_difference(model: torch.nn.Module, context: DistributedContext) -> float:
     """Largest absolute difference between this process's parameters and rank 0's (0.0 alone).
 

@@ -372,7 +372,8 @@ def _train(config, data, run_dir, context, resume, threads, stop_after, progress
     with _deferred_interrupt() as interrupted, log_path.open("a", encoding="utf-8") if context.is_main else \
             contextlib.nullcontext() as log:
         for batch in iterate_batches(images, config, start, stop, context.rank):
-            if interrupted():
+            # Every process stops at the same step, even when the signal reached only one of them.
+            if distributed.any_across(interrupted(), context):
                 save(step)
                 raise KeyboardInterrupt
             began = time.perf_counter()
