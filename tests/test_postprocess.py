@@ -162,6 +162,24 @@ def test_bad_inputs_and_options_raise_input_errors():
         PostprocessOptions(texton_downsample=9)
     with pytest.raises(InputError, match="texton_scales"):
         PostprocessOptions(texton_scales=())
+    with pytest.raises(InputError, match="the image is empty"):
+        postprocess(np.zeros((0, 0, 3), np.uint8), None)
+
+
+@pytest.mark.parametrize("kind", ["nan", "inf", "tripled", "shifted", "zeros"])
+def test_soft_maps_that_are_no_softmax_are_refused(kind):
+    """One NaN pixel used to spread through the CRF to most of the image, and unnormalised maps
+    changed the merge costs without a sign."""
+    rgb, _, probs = four_squares(8, 8)
+    bad = {
+        "nan": probs.copy(), "inf": probs.copy(), "tripled": probs * 3, "shifted": probs - 0.5,
+        "zeros": np.zeros_like(probs),
+    }[kind]
+    if kind in ("nan", "inf"):
+        bad[0, 3, 3] = np.nan if kind == "nan" else np.inf
+    with pytest.raises(InputError, match="finite, non-negative and sum to 1"):
+        postprocess(rgb, bad, PostprocessOptions(wnet_weight=0.5))
+    postprocess(rgb, probs, PostprocessOptions(wnet_weight=0.5))  # the softmax itself passes
 
 
 def test_postprocess_does_not_import_torch():

@@ -365,6 +365,23 @@ def test_ucm_npy_round_trip(tmp_path, images, model_path):
     segment_folder([images / "a.png"], model_path, options, CPU)
     ucm = read_ucm(tmp_path / "out" / "a.ucm.npy")
     assert ucm.shape == (67, 67) and ucm.dtype == np.float32
+    (tmp_path / "out" / "a.ucm.npy").rename(tmp_path / "out" / "A.UCM.NPY")  # the suffix in capitals
+    assert read_ucm(tmp_path / "out" / "A.UCM.NPY").shape == (67, 67)
+
+
+def test_read_ucm_refuses_what_is_no_ucm(tmp_path, images):
+    np.save(tmp_path / "pickled.npy", np.array([{"a": 1}], dtype=object))
+    np.save(tmp_path / "even.npy", np.zeros((4, 6), np.float32))
+    cases = [
+        (tmp_path / "missing.png", "cannot read the ucm"),
+        (tmp_path / "pickled.npy", "cannot read the ucm"),
+        (tmp_path / "even.npy", r"is not a ucm2: shape \(4, 6\)"),
+        (images / "a.png", "is not a ucm \\(a 16-bit PNG\\), but a RGB image"),  # a photo or label map
+        (images / "broken.jpg", "cannot read the ucm"),
+    ]
+    for path, message in cases:
+        with pytest.raises(InputError, match=message):
+            read_ucm(path)
 
 
 # --- the command line ---
@@ -694,6 +711,24 @@ def test_cli_an_output_folder_that_cannot_be_written_is_one_line(tmp_path, image
         expected = "error: cannot write to output folder out (read-only or no permission)\n"
     result = runner.invoke(app, ["segment", str(images), "--out", "out", "--model", str(model_path)])
     assert result.exit_code == 1 and result.output == expected
+
+
+def test_one_path_as_a_string_is_one_input(tmp_path, images, model_path):
+    report = segment_folder(str(images), model_path, BatchOptions(out_dir=tmp_path / "out"), CPU)
+    assert report.found == 4  # not "input not found: /" for its first character
+
+
+def test_a_script_without_a_main_guard_gets_an_error_that_says_so(tmp_path, images, model_path):
+    # The worker processes import the calling script again; unguarded, it starts a run in each.
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from wnetcli.segmentation import BatchOptions, SegmentOptions, segment_folder\n"
+        f"segment_folder({str(images)!r}, {str(model_path)!r}, BatchOptions(out_dir={str(tmp_path / 'o')!r}, "
+        "workers=2), SegmentOptions(device='cpu'))\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode != 0
+    assert 'without an `if __name__ == "__main__":` guard' in done.stderr.splitlines()[-1]
 
 
 @pytest.mark.needs_data

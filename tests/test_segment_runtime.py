@@ -300,6 +300,21 @@ def test_segment_options_validation():
         SegmentOptions(batch_size=0)
     with pytest.raises(InputError, match="max_size"):
         SegmentOptions(max_size=3)
+    with pytest.raises(InputError, match="threads"):
+        SegmentOptions(threads=-1)
+    with pytest.raises(InputError, match="postprocess must be a PostprocessOptions, got dict"):
+        SegmentOptions(postprocess={"crf": False})
+    with pytest.raises(InputError, match="device must be one of auto, cpu, cuda"):
+        SegmentOptions(device="gpu")
+
+
+def test_finish_refuses_soft_maps_of_another_shape_and_takes_lists(model_path):
+    segmenter = Segmenter(model_path, SegmentOptions(device="cpu"))
+    rgb = squares_image(40)[:, :30]  # 40 x 30
+    (probs,), _ = segmenter.predict([rgb])
+    with pytest.raises(InputError, match="do not have the shape of the 40 x 30 image"):
+        segmenter.finish(rgb, np.ascontiguousarray(probs.transpose(0, 2, 1)))  # turned by 90 degrees
+    assert segmenter.finish(rgb, probs.tolist()).labels.shape == (40, 30)
 
 
 @pytest.mark.gpu

@@ -30,6 +30,7 @@ from wnetcli.evaluation.regions import (
     region_counts,
     region_scores,
 )
+from wnetcli.options import check_field_types
 from wnetcli.tuning import single_threaded_blas
 from wnetcli.ucm import nested_levels, seg_to_boundary, ucm2_to_boundary, ucm2_to_labels
 from wnetcli.workers import deferred_interrupts, serve_run
@@ -64,6 +65,9 @@ class EvaluationOptions:
     save_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.max_dist <= 0:
+            raise InputError(f"max_dist must be a positive fraction of the diagonal, got {self.max_dist}")
         if self.thresholds < 1:
             raise InputError(f"thresholds must be at least 1, got {self.thresholds}")
         if self.jobs < 1:

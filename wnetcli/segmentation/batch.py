@@ -24,14 +24,16 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
 import numpy as np
 
 from wnetcli.atomic import atomic_write_text, prepare_folder, remove_stale_temporaries
-from wnetcli.errors import InputError
+from wnetcli.errors import InputError, WNetError
 from wnetcli.images import find_images, read_rgb
+from wnetcli.options import check_field_types
 from wnetcli.segmentation.outputs import UCM_FORMATS, output_paths, write_outputs
 from wnetcli.segmentation.pipeline import Finisher, Segmenter, SegmentOptions, folder_options, inference_size
 from wnetcli.tuning import single_threaded_blas, tune_malloc
@@ -75,6 +77,7 @@ class BatchOptions:
     prefetch: int = 4
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.ucm_format not in UCM_FORMATS:
             raise InputError(f"ucm_format must be one of {', '.join(UCM_FORMATS)}, got {self.ucm_format!r}")
         if self.shard is not None:
@@ -488,6 +491,12 @@ def run_jobs(
         while buckets:
             run_bucket(next(iter(buckets)))
         reap(0)
+    except BrokenProcessPool as exc:
+        raise WNetError(
+            "a post-processing worker process ended abruptly: out of memory, killed, or, in a Python "
+            "script, segment_folder called without an `if __name__ == \"__main__\":` guard (the workers "
+            "import the script again; see the README's library section)"
+        ) from exc
     finally:
         blas_limit.restore_original_limits()
         # The inference threads first: they may still hand work to the post-processing pool.
@@ -565,7 +574,7 @@ def _write_run_config(segmenter: Segmenter, options: BatchOptions) -> None:
 
 
 def segment_folder(
-    inputs: Sequence[str | Path],
+    inputs: str | Path | Sequence[str | Path],
     model_path: Path | None,
     options: BatchOptions,
     segment_options: SegmentOptions | None = None,
@@ -576,7 +585,7 @@ def segment_folder(
 
     Parameters
     ----------
-    inputs : sequence of path
+    inputs : path or sequence of paths
         Image files and folders (folders are searched as :func:`wnetcli.images.find_images` does).
     model_path : Path or None
         The exported ``.onnx`` model; ``None`` for the shipped default.
@@ -592,10 +601,17 @@ def segment_folder(
     Raises
     ------
     InputError
-        A missing input, or no image at all. ModelError: a missing or invalid model.
+        A missing input, no image at all, or an output folder that cannot be written.
+    ModelError
+        A missing or invalid model.
+    WNetError
+        A worker process ended abruptly. In a script, call this under
+        ``if __name__ == "__main__":``: the worker processes import the script again.
     """
     began = time.perf_counter()
     tune_malloc()
+    if isinstance(inputs, (str, os.PathLike)):  # one path, not a sequence of characters
+        inputs = [inputs]
     plan = plan_batch(inputs, options)
     prepare_folder(options.out_dir)
     # What a killed run was writing when it died: the outputs this run is about to redo.

@@ -152,8 +152,8 @@ class SuperpixelOptions:
     descriptor_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.quantisation < 2:
-            raise ValueError(f"quantisation must be at least 2, got {self.quantisation}")
+        if not 2 <= self.quantisation <= 65536:  # the levels are stored as uint16
+            raise ValueError(f"quantisation must be between 2 and 65536, got {self.quantisation}")
         if self.sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {self.sigma}")
         if self.size_prior < 0:

@@ -84,12 +84,34 @@ def ucm_to_uint16(ucm2: np.ndarray) -> np.ndarray:
 
 
 def read_ucm(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a ucm2 written by :func:`write_outputs` (``.png`` or ``.npy``) as float32 in [0, 1]."""
+    """Read a ucm2 written by :func:`write_outputs` (``.png`` or ``.npy``) as float32 in [0, 1].
+
+    Returns
+    -------
+    (2H+1, 2W+1) float32 ndarray
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable file, or one that holds no ucm2 (not a 2-D map of odd sides,
+        such as a label map or a photo).
+    """
     path = Path(path)
-    if path.suffix == ".npy":
-        return np.load(path).astype(np.float32)
-    with Image.open(path) as image:
-        return (np.asarray(image, dtype=np.float64) / _UCM_SCALE).astype(np.float32)
+    try:
+        if path.suffix.lower() == ".npy":
+            ucm2 = np.load(path, allow_pickle=False).astype(np.float32)
+        else:
+            with Image.open(path) as image:
+                if image.mode not in ("I;16", "I;16B", "I;16L", "I"):
+                    raise InputError(f"{path} is not a ucm (a 16-bit PNG), but a {image.mode} image")
+                ucm2 = (np.asarray(image, dtype=np.float64) / _UCM_SCALE).astype(np.float32)
+    except InputError:
+        raise
+    except (OSError, ValueError) as exc:  # missing, truncated, not an image, a pickled .npy
+        raise InputError(f"cannot read the ucm {path}: {exc}") from exc
+    if ucm2.ndim != 2 or ucm2.shape[0] % 2 == 0 or ucm2.shape[1] % 2 == 0:
+        raise InputError(f"{path} is not a ucm2: shape {ucm2.shape}, expected (2H+1, 2W+1)")
+    return ucm2
 
 
 def boundary_mask(labels: np.ndarray) -> np.ndarray:

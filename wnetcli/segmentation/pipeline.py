@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from wnetcli.errors import InputError, ModelError
+from wnetcli.options import check_field_types
 
 if TYPE_CHECKING:
     from wnetcli.model_info import ModelInfo
@@ -71,8 +72,16 @@ class SegmentOptions:
     postprocess: PostprocessOptions | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.batch_size < 1:
             raise InputError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.postprocess is not None:  # its annotation names a type imported only for type checkers
+            from wnetcli.segmentation.postprocess import PostprocessOptions
+
+            if not isinstance(self.postprocess, PostprocessOptions):
+                raise InputError(f"postprocess must be a PostprocessOptions, got {type(self.postprocess).__name__}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads must be at least 1 (or None), got {self.threads}")
         if self.streams is not None and self.streams < 1:
             raise InputError(f"streams must be at least 1 (or None), got {self.streams}")
         if self.max_size is not None and self.max_size < 16:
@@ -250,8 +259,16 @@ class Finisher:
         check_rgb(rgb)
         size = rgb.shape[:2]
         small = inference_size(*size, self.max_size)
+        probs = np.asarray(probs)
         if probs.ndim != 3 or probs.shape[0] < 1:
             raise InputError(f"probs must be (K, h, w), got shape {probs.shape}")
+        height, width = probs.shape[1:]
+        # (K, 0, 0) is the placeholder of maps nothing reads; any other size is resized to the
+        # image, which must not hide maps of another image or turned by 90 degrees.
+        if height and width and abs(height / width - size[0] / size[1]) > 0.05 * size[0] / size[1]:
+            raise InputError(
+                f"probs of size {height} x {width} do not have the shape of the {size[0]} x {size[1]} image"
+            )
         postprocess = _import_postprocess().postprocess
         options = self.postprocess_options
         # Soft maps that the post-processing will not read are not resized (K bilinear resizes).
