@@ -295,3 +295,15 @@ def test_machine_pixels_far_from_every_human_pixel_are_unmatched():
     machine = np.zeros_like(human)
     machine[80, 70:90] = True
     assert BoundaryGroundTruth([human]).match(machine) == (0, 10, 0, 20)
+
+
+def test_predictions_that_cannot_be_scored_are_input_errors():
+    from wnetcli.evaluation.inputs import Prediction
+
+    ucm2 = np.zeros((7, 9), np.float32)
+    assert Prediction("ucm2", ucm2).check((3, 4), "m on x") is not None
+    ucm2[1, 1] = np.nan
+    with pytest.raises(InputError, match="m on x: the ucm2 map holds NaN or infinite values"):
+        Prediction("ucm2", ucm2).check((3, 4), "m on x")
+    with pytest.raises(InputError, match=r"a \.png is read as a soft boundary map"):
+        Prediction("soft", np.zeros((7, 9))).check((5, 5), "x.png")

@@ -189,7 +189,11 @@ def evaluate_image(image: BsdsImage, method: Method, options: EvaluationOptions)
     timings["ground_truth"] = time.process_time() - start
 
     start = time.process_time()
-    prediction = method(image).check(gt.shape, f"{getattr(method, 'name', 'method')} on {image.id}")
+    source = f"{getattr(method, 'name', 'method')} on {image.id}"
+    prediction = method(image)
+    if not isinstance(prediction, Prediction):
+        raise InputError(f"{source}: a method must return a Prediction, got {type(prediction).__name__}")
+    prediction = prediction.check(gt.shape, source)
     timings["method"] = time.process_time() - start
     if options.save_dir is not None:
         _save_prediction(prediction, image.id, Path(options.save_dir))

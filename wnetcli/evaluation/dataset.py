@@ -124,6 +124,8 @@ def load_ground_truth(path: str | Path) -> GroundTruth:
     from scipy.io import loadmat
 
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"annotation file not found: {path}")
     try:
         cells = loadmat(path)["groundTruth"]
     except KeyError:

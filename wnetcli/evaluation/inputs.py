@@ -59,7 +59,14 @@ class Prediction:
         else:
             raise InputError(f"{source}: unknown prediction kind {self.kind!r}")
         if got != expected:
-            raise InputError(f"{source}: {self.kind} has shape {got}, expected {expected} for a {height}x{width} image")
+            hint = ""
+            if self.kind == "soft" and len(got) == 2 and all(side % 2 == 1 for side in got):
+                hint = " (a .png is read as a soft boundary map of the image's size; a ucm2 goes in a .npy or .mat)"
+            raise InputError(
+                f"{source}: {self.kind} has shape {got}, expected {expected} for a {height}x{width} image{hint}"
+            )
+        if self.kind != "segs" and not np.isfinite(np.asarray(self.data, dtype=np.float64)).all():
+            raise InputError(f"{source}: the {self.kind} map holds NaN or infinite values")
         return self
 
 
