@@ -162,6 +162,13 @@ def test_bad_inputs_and_options_raise_input_errors():
         PostprocessOptions(texton_downsample=9)
     with pytest.raises(InputError, match="texton_scales"):
         PostprocessOptions(texton_scales=())
+    # The nested classes' checks speak of this class's fields, not of their own.
+    with pytest.raises(InputError, match="^crf_iterations must be >= 0"):
+        PostprocessOptions(crf_iterations=-1)
+    with pytest.raises(InputError, match="^likeness_weight must be in"):
+        PostprocessOptions(likeness_weight=1.5)
+    with pytest.raises(InputError, match="^superpixel_window must be at least 1"):
+        PostprocessOptions(superpixel_window=0)
     with pytest.raises(InputError, match="the image is empty"):
         postprocess(np.zeros((0, 0, 3), np.uint8), None)
 

@@ -218,14 +218,26 @@ class PostprocessOptions:
         for name in ("hierarchy_downsample", "texton_downsample"):
             if not 1 <= getattr(self, name) <= 8:
                 raise InputError(f"{name} must be between 1 and 8, got {getattr(self, name)}")
+        if self.superpixel_window < 1:  # rounded up to 1 on a coarse grid below, so checked here
+            raise InputError(f"superpixel_window must be at least 1 pixel, got {self.superpixel_window}")
         if not self.texton_scales or min(self.texton_scales) <= 0:
             raise InputError(f"texton_scales must be positive scales, got {self.texton_scales}")
-        try:  # the nested option classes check their own ranges
-            self.crf_options()
-            self.boundary_options()
-            self.superpixel_options()
-        except ValueError as exc:
-            raise InputError(str(exc)) from exc
+        # The nested option classes check their own ranges; their messages start with their
+        # own field names, given back here under this class's names.
+        superpixel_names = {
+            "quantisation": "superpixel_quantisation", "sigma": "superpixel_sigma",
+            "window": "superpixel_window", "descriptor_weight": "likeness_weight",
+        }
+        for build, rename in (
+            (self.crf_options, lambda name: f"crf_{name}"),
+            (self.boundary_options, lambda name: name),
+            (self.superpixel_options, lambda name: superpixel_names.get(name, name)),
+        ):
+            try:
+                build()
+            except ValueError as exc:
+                name, _, rest = str(exc).partition(" ")
+                raise InputError(f"{rename(name)} {rest}") from exc
 
     def uses_wnet(self) -> bool:
         """True when a W-Net cue is on: its boundaries, its class-mix gradient, or its share of
