@@ -299,6 +299,17 @@ def test_clashing_output_names_fail_the_second_input(tmp_path, model_path):
     assert plan.decided[0].status == "failed" and "rename" in plan.decided[0].message
 
 
+def test_the_summary_tells_apart_two_inputs_of_the_same_name_by_their_source(tmp_path, model_path):
+    first = _save(tmp_path / "a" / "x.png", squares_image(16))
+    second = _save(tmp_path / "b" / "x.png", squares_image(16))
+    options = BatchOptions(out_dir=tmp_path / "out")
+    segment_folder([tmp_path / "a", tmp_path / "b"], model_path, options, CPU)
+    with open(options.summary_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    sources = sorted((row["source"], row["status"]) for row in rows)
+    assert sources == [(str(first.resolve()), "ok"), (str(second.resolve()), "failed")]
+
+
 @pytest.mark.parametrize("count", [1, 2, 3, 7])
 def test_shards_cover_every_file_exactly_once(tmp_path, count):
     for i in range(23):

@@ -40,7 +40,8 @@ from wnetcli.tuning import single_threaded_blas, tune_malloc
 from wnetcli.workers import deferred_interrupts, serve_run
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
-SUMMARY_FIELDS = ("image", "width", "height", "regions", "seconds", "status", "message")
+# "source" last: the input file, which tells apart two inputs of the same relative name.
+SUMMARY_FIELDS = ("image", "width", "height", "regions", "seconds", "status", "message", "source")
 ProgressCallback = Callable[[int, int], None]
 #: Cap of the automatic number of post-processing processes (each holds its own arrays).
 MAX_AUTO_WORKERS = 8
@@ -550,7 +551,7 @@ def write_summary(path: Path, records: Iterable[ImageRecord]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(SUMMARY_FIELDS)
     for r in records:
-        writer.writerow([r.image, r.width, r.height, r.regions, f"{r.seconds:.4f}", r.status, r.message])
+        writer.writerow([r.image, r.width, r.height, r.regions, f"{r.seconds:.4f}", r.status, r.message, r.source])
     atomic_write_text(path, buffer.getvalue())
 
 
