@@ -23,7 +23,6 @@ import json
 import math
 import os
 import random
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,7 +43,7 @@ from training.samples import write_sample_sheet
 from wnetcli.atomic import atomic_write_text, prepare_folder
 from wnetcli.errors import InputError, ModelError, TrainingError
 from wnetcli.tuning import tune_malloc
-from wnetcli.workers import STOP_SIGNALS
+from wnetcli.workers import STOP_SIGNALS, signal_handlers
 
 CHECKPOINT_NAME = "last.pt"
 CONFIG_NAME = "config.json"
@@ -157,21 +156,14 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
     than a step).
     """
     pressed = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield pressed.is_set
-        return
 
     def handler(signum, frame):
         if pressed.is_set():
             raise KeyboardInterrupt
         pressed.set()
 
-    previous = {stop: signal.signal(stop, handler) for stop in STOP_SIGNALS}
-    try:
+    with signal_handlers(STOP_SIGNALS, handler):
         yield pressed.is_set
-    finally:
-        for stop, old_handler in previous.items():
-            signal.signal(stop, old_handler)
 
 
 def _truncate_log(path: Path, step: int) -> None:

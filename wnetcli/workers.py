@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-__all__ = ["STOP_SIGNALS", "deferred_interrupts", "exit_with", "serve_run", "stop_on_sigterm"]
+__all__ = ["STOP_SIGNALS", "deferred_interrupts", "exit_with", "serve_run", "signal_handlers", "stop_on_sigterm"]
 
 
 def exit_with(pid: int, poll_seconds: float = 1.0) -> threading.Thread:
@@ -79,24 +79,31 @@ def serve_run(pid: int) -> threading.Thread:
     return exit_with(pid)
 
 
+@contextlib.contextmanager
+def signal_handlers(signals: tuple[int, ...], handler) -> Iterator[None]:
+    """Within the block, ``handler`` (a function or ``signal.SIG_IGN``) handles ``signals``; the
+    previous handlers come back after it. Outside the main thread, where Python neither
+    delivers signals nor lets their handlers be set, this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, handler) for number in signals}
+    try:
+        yield
+    finally:
+        for number, old_handler in previous.items():
+            signal.signal(number, old_handler)
+
+
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[None]:
+def stop_on_sigterm() -> contextlib.AbstractContextManager[None]:
     """Within the block, SIGTERM stops the command as Ctrl-C does (a :class:`KeyboardInterrupt`),
     so that ``kill`` or a cluster's time limit also ends a run cleanly: the images under way
-    finish, ``summary.csv`` is written, a training run saves its checkpoint. Outside the main
-    thread this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    finish, ``summary.csv`` is written, a training run saves its checkpoint."""
+    return signal_handlers((signal.SIGTERM,), _raise_interrupt)
 
 
 @contextlib.contextmanager
@@ -108,15 +115,8 @@ def deferred_interrupts() -> Iterator[None]:
     finished; if the block raises, its exception goes on instead. Outside the main thread
     (where Python delivers no signals) this does nothing.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     received: list[int] = []
-    previous = {stop: signal.signal(stop, lambda signum, frame: received.append(signum)) for stop in STOP_SIGNALS}
-    try:
+    with signal_handlers(STOP_SIGNALS, lambda signum, frame: received.append(signum)):
         yield
-    finally:
-        for stop, handler in previous.items():
-            signal.signal(stop, handler)
     if received:
         raise KeyboardInterrupt

@@ -65,7 +65,7 @@ class Prediction:
             raise InputError(
                 f"{source}: {self.kind} has shape {got}, expected {expected} for a {height}x{width} image{hint}"
             )
-        if self.kind != "segs" and not np.isfinite(np.asarray(self.data, dtype=np.float64)).all():
+        if self.kind != "segs" and not np.isfinite(self.data).all():
             raise InputError(f"{source}: the {self.kind} map holds NaN or infinite values")
         return self
 

@@ -37,7 +37,7 @@ from wnetcli.options import check_field_types
 from wnetcli.segmentation.outputs import UCM_FORMATS, output_paths, write_outputs
 from wnetcli.segmentation.pipeline import Finisher, Segmenter, SegmentOptions, folder_options, inference_size
 from wnetcli.tuning import single_threaded_blas, tune_malloc
-from wnetcli.workers import deferred_interrupts, serve_run
+from wnetcli.workers import deferred_interrupts, serve_run, signal_handlers
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
 # "source" last: the input file, which tells apart two inputs of the same relative name.
@@ -358,17 +358,10 @@ def start_worker_server() -> None:
     """
     if _worker_context().get_start_method() == "forkserver":
         import signal
-        import threading
         from multiprocessing import forkserver
 
-        if threading.current_thread() is not threading.main_thread():  # signal.signal would refuse
+        with signal_handlers((signal.SIGTERM,), signal.SIG_IGN):
             forkserver.ensure_running()
-            return
-        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            forkserver.ensure_running()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _start_workers(finisher: Finisher, workers: int):
