@@ -1,8 +1,14 @@
-"""Test helper: which live processes a run left behind (Linux: reads /proc)."""
+"""Test helpers for runs in subprocesses: which live processes a run left behind (Linux: reads
+/proc), and a run's output or, if it hangs, a failure that leaves nothing running."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from pathlib import Path
+
+import pytest
 
 
 def processes_with(*markers: str, exclude: tuple[int, ...] = ()) -> list[int]:
@@ -20,3 +26,16 @@ def processes_with(*markers: str, exclude: tuple[int, ...] = ()) -> list[int]:
         if all(marker.encode() in command for marker in markers):
             found.append(int(entry.name))
     return found
+
+
+def output_or_fail(run: subprocess.Popen, timeout: float, failure: str) -> str:
+    """The output of ``run`` (started with ``start_new_session=True``, stdout piped) once it has
+    exited; if it has not within ``timeout`` seconds, kill its whole process group (so no
+    worker outlives the test) and fail with ``failure``."""
+    try:
+        output, _ = run.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+        pytest.fail(failure)
+    return output

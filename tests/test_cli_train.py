@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from processes import output_or_fail
 from typer.testing import CliRunner
 
 from wnetcli.cli import app
@@ -109,12 +110,7 @@ def test_a_stop_signal_to_the_whole_job_saves_a_checkpoint_with_dataloader_worke
         time.sleep(0.05)
     assert run.poll() is None, run.communicate()[0]
     os.killpg(run.pid, getattr(signal, stop))
-    try:
-        output, _ = run.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
-        pytest.fail(f"the run did not stop on {stop}")
+    output = output_or_fail(run, 60, f"the run did not stop on {stop}")
     assert run.returncode == 130, output
     assert "interrupted: checkpoint saved" in output
     import torch
@@ -195,12 +191,7 @@ def test_a_stop_signal_to_one_process_under_torchrun_stops_all_at_the_same_step(
             continue
     assert len(rank1) == 1, rank1
     os.kill(rank1[0], signal.SIGTERM)
-    try:
-        output, _ = run.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        os.killpg(run.pid, signal.SIGKILL)  # torchrun and both ranks
-        run.wait()
-        pytest.fail("the ranks did not stop")
+    output = output_or_fail(run, 90, "the ranks did not stop")  # kills torchrun and both ranks
     import torch
 
     assert (out / "last.pt").exists(), output[-3000:]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bsds_data import BENCH, BSDS, bench_tree
-from processes import processes_with
+from processes import output_or_fail, processes_with
 from typer.testing import CliRunner
 
 from wnetcli.cli import app
@@ -300,12 +300,7 @@ def test_ctrl_c_twice_stops_an_evaluation_at_once_and_leaves_no_worker(tmp_path)
         pytest.fail("the evaluation ended before its workers were seen; the test proves nothing")
     run.send_signal(signal.SIGINT)
     os.killpg(run.pid, signal.SIGINT)
-    try:
-        output, _ = run.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(run.pid, signal.SIGKILL)
-        run.wait()
-        pytest.fail("the interrupted evaluation did not exit")
+    output = output_or_fail(run, 60, "the interrupted evaluation did not exit")
     assert run.returncode == 130 and "interrupted: no report written" in output, output
     assert not (tmp_path / "out" / "metrics.json").exists()
     deadline = time.monotonic() + 15

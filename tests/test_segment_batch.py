@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from onnx_models import build_prototype_model, squares_image
 from PIL import Image
-from processes import processes_with
+from processes import output_or_fail, processes_with
 from typer.testing import CliRunner
 
 from wnetcli.cli import app
@@ -646,12 +646,7 @@ def test_ctrl_c_or_sigterm_stops_a_folder_run_at_once_keeps_its_summary_and_a_re
         os.killpg(proc.pid, stop)
     else:
         proc.send_signal(stop)
-    try:
-        output, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        pytest.fail("the interrupted run did not exit")
+    output = output_or_fail(proc, 60, "the interrupted run did not exit")
     assert proc.returncode == 130, output
     assert "interrupted:" in output and "rerun the same command" in output
     if Path("/proc").is_dir():
