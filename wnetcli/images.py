@@ -16,7 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from wnetcli.errors import InputError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
+# .gif is read as its first frame (what Pillow gives on open): listed here so that a folder walk
+# finds what naming the file directly already segments.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"})
 
 
 def is_image_path(path: Path) -> bool:
@@ -39,24 +41,71 @@ def find_images(
     overlays would otherwise be segmented again on every rerun); a file named directly, and a
     folder that is itself inside an ``exclude`` folder, are always searched. A path that does
     not exist raises :class:`InputError`.
+
+    A broken symbolic link (dangling, a loop) with an image suffix inside a folder is listed (as
+    the link's own path, unresolved), so that reading it fails with a message naming it
+    (:func:`read_rgb`) instead of the file vanishing from the run.
     """
     excluded = [Path(folder).resolve() for folder in exclude]
     found: dict[Path, Path] = {}
     for raw in paths:
         root = Path(raw)
         if not root.exists():
-            raise InputError(f"input not found: {root}")
+            raise InputError(f"input not found: {root}{_dangling_hint(root)}")
         if root.is_file():
             found.setdefault(root.resolve(), Path(root.name))
             continue
         skipped = [folder for folder in excluded if not root.resolve().is_relative_to(folder)]
         walker = root.rglob("*") if recursive else root.glob("*")
         for candidate in walker:
-            if candidate.is_file() and is_image_path(candidate):
+            if not is_image_path(candidate):
+                continue
+            if _is_broken_link(candidate):
+                # Keyed by the link itself: its target cannot be reached, and read_rgb must see
+                # the link to say what is wrong.
+                resolved = candidate.absolute()
+            elif candidate.is_file():
                 resolved = candidate.resolve()
-                if not any(resolved.is_relative_to(folder) for folder in skipped):
-                    found.setdefault(resolved, candidate.relative_to(root))
+            else:
+                continue
+            if not any(resolved.is_relative_to(folder) for folder in skipped):
+                found.setdefault(resolved, candidate.relative_to(root))
     return sorted(((p, rel) for p, rel in found.items()), key=lambda pair: str(pair[1]))
+
+
+def _is_broken_link(path: Path) -> bool:
+    """True when ``path`` is a symbolic link whose target cannot be reached (missing, a loop, no permission)."""
+    if not path.is_symlink():
+        return False
+    try:
+        path.stat()
+    except OSError:
+        return True
+    return False
+
+
+def _dangling_hint(path: Path) -> str:
+    """``": dangling symbolic link to TARGET"`` when ``path`` is a link to nothing, else ``""``."""
+    try:
+        if not path.is_symlink():
+            return ""
+        path.stat()
+    except FileNotFoundError:
+        try:
+            return f": dangling symbolic link to {os.readlink(path)}"
+        except OSError:
+            return ": dangling symbolic link"
+    except OSError:  # a loop or a permission error: the caller's own message says which
+        return ""
+    return ""
+
+
+def _unreadable(path: Path, exc: BaseException) -> InputError:
+    """The one-line error for an image file that Pillow could not open or decode."""
+    if isinstance(exc, FileNotFoundError):
+        hint = _dangling_hint(path)
+        return InputError(f"cannot read image {path}{hint}" if hint else f"image not found: {path}")
+    return InputError(f"cannot read image {path}: {exc}")
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
@@ -83,13 +132,37 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
 
 
 def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as an (H, W, 3) uint8 RGB array; raise :class:`InputError` if unreadable."""
+    """Read an image file as an (H, W, 3) uint8 RGB array; raise :class:`InputError` if unreadable.
+
+    Animated or multi-page files (GIF, TIFF, WebP) give their first frame.
+    """
     path = Path(path)
     try:
         with Image.open(path) as image:
+            # Pillow opens on frame 0; seek explicitly so that the first frame is a stated
+            # contract rather than a side effect of how the file was opened.
+            image.seek(0)
             image.load()
             return to_rgb_array(image)
-    except FileNotFoundError as exc:
-        raise InputError(f"image not found: {path}") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from exc
+        raise _unreadable(path, exc) from exc
+
+
+# EXIF orientations 5 to 8 turn the image by 90 degrees: read_rgb swaps height and width.
+_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+
+def read_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """The (H, W) that :func:`read_rgb` gives for ``path``, from the header alone (EXIF orientation applied).
+
+    Raises :class:`InputError` (as :func:`read_rgb` does) when the file cannot be opened.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.getexif().get(0x0112) in _TRANSPOSING_ORIENTATIONS:
+                width, height = height, width
+            return height, width
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise _unreadable(path, exc) from exc

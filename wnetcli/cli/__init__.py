@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -21,12 +22,20 @@ from rich.markup import escape
 from wnetcli import __version__
 from wnetcli.errors import WNetError
 
+# rich_markup_mode=None: click's plain help formatter rather than Typer's Rich panels. With the
+# panels (Typer 0.29.2, Rich 15) every flag showed a "<bool>" value placeholder (Typer's Rich
+# path asks each option for its type whether or not it is a flag), the help column was squeezed
+# to ~18 characters at 80 columns so that a long word such as "BSR/BSDS500/data/..." was cut
+# with an ellipsis, and docstrings kept their hard line breaks. The plain formatter shows no
+# value for a flag, wraps help texts at the terminal's width (at most 80 columns) and reflows
+# docstring paragraphs. tests/test_cli_help.py checks this at 80 columns.
 app = typer.Typer(
     name="wnet",
     help="Fully unsupervised image segmentation with W-Net: train, export, segment, evaluate, compare.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 #: Rich console for messages and progress (stderr, so stdout stays clean for data).
@@ -204,6 +213,11 @@ def command(*args, **kwargs) -> Callable[[_F], _F]:
     """
 
     def decorator(func: _F) -> _F:
+        # The `wnet --help` listing shows the docstring's whole first paragraph, wrapped: left to
+        # click, it is cut to the width left beside the command names and ends in "...".
+        if func.__doc__ and "short_help" not in kwargs:
+            kwargs["short_help"] = " ".join(inspect.cleandoc(func.__doc__).split("\n\n")[0].split())
+
         @functools.wraps(func)  # Typer reads the wrapped signature through __wrapped__
         def wrapper(*call_args, **call_kwargs):
             from wnetcli.workers import stop_on_sigterm

@@ -185,7 +185,7 @@ def evaluate_image(image: BsdsImage, method: Method, options: EvaluationOptions)
     """
     timings = dict.fromkeys(("method", "ground_truth", "thin", "match", "regions"), 0.0)
     start = time.process_time()
-    gt = load_ground_truth(image.ground_truth)
+    gt = load_ground_truth(image.ground_truth, image.image)
     timings["ground_truth"] = time.process_time() - start
 
     start = time.process_time()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from wnetcli.errors import DataError
-from wnetcli.images import is_image_path
+from wnetcli.images import is_image_path, read_size
 
 __all__ = ["SPLITS", "BsdsImage", "GroundTruth", "find_split", "load_ground_truth", "pair_folder"]
 
@@ -107,7 +107,7 @@ def find_split(root: str | Path, split: str = "test") -> list[BsdsImage]:
     )
 
 
-def load_ground_truth(path: str | Path) -> GroundTruth:
+def load_ground_truth(path: str | Path, image: str | Path | None = None) -> GroundTruth:
     """Read a BSDS annotation file.
 
     Parameters
@@ -115,11 +115,13 @@ def load_ground_truth(path: str | Path) -> GroundTruth:
     path : path-like
         A .mat file whose variable ``groundTruth`` is a 1 x N cell array of structs with fields
         ``Segmentation`` (uint16 labels) and ``Boundaries`` (0/1).
+    image : path-like, optional
+        The photograph annotated: its size (H, W) must be the annotations' size.
 
     Raises
     ------
     DataError
-        If the file cannot be read or does not have that structure.
+        If the file cannot be read, does not have that structure, or is not of ``image``'s size.
     """
     from scipy.io import loadmat
 
@@ -147,4 +149,15 @@ def load_ground_truth(path: str | Path) -> GroundTruth:
         raise DataError(f"{path} holds no annotation")
     if len({s.shape for s in segmentations}) != 1:
         raise DataError(f"annotations in {path} have different sizes")
-    return GroundTruth(segmentations, boundaries)
+    gt = GroundTruth(segmentations, boundaries)
+    if image is not None:
+        # Checked here, before any method runs: a method's output is compared with the
+        # annotations' size, so a wrong-sized annotation file would otherwise be reported as the
+        # method's error.
+        height, width = read_size(image)
+        if gt.shape != (height, width):
+            raise DataError(
+                f"annotation file {path} is {gt.shape[0]}x{gt.shape[1]} but its image {image} is "
+                f"{height}x{width}: the annotations belong to another image or were resized"
+            )
+    return gt
