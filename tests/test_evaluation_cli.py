@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -251,9 +254,6 @@ def test_fast_puts_the_hierarchy_on_the_coarser_grid(tmp_path):
 @pytest.mark.needs_data
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="lists processes through /proc (Linux)")
 def test_a_killed_evaluation_leaves_no_worker_behind(tmp_path):
-    import signal
-    import time
-
     bsds = bench_tree(tmp_path / "bsds", count=5)
     marker = str(tmp_path / "out")  # on the command line of the run and of its forked workers
     code = "import sys; from wnetcli.cli import main; main(sys.argv[1:])"
@@ -277,14 +277,38 @@ def test_a_killed_evaluation_leaves_no_worker_behind(tmp_path):
 
 
 @pytest.mark.needs_data
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="signals the run's main thread (POSIX)")
+def test_a_second_stop_signal_in_the_unwinding_of_a_lock_wait_still_exits_130(tmp_path):
+    """The second of two stop signals lands in the ``finally`` of the lock wait that the first
+    broke off, every time (tests/processes.py). Its KeyboardInterrupt there left the lock
+    released, and the command ended with "internal error: RuntimeError: release unlocked lock"
+    and exit 2; a second signal must do nothing once the run is stopping."""
+    bsds = bench_tree(tmp_path / "bsds", count=5)
+    marker = str(tmp_path / "out")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv.pop(1)); from processes import stop_twice_in_a_lock_wait; "
+        "stop_twice_in_a_lock_wait('as_completed'); from wnetcli.cli import main; main(sys.argv[1:])"
+    )
+    args = ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "classical", "--jobs", "2"]
+    run = subprocess.Popen(
+        [sys.executable, "-c", code, str(Path(__file__).parent), *args, "--out", marker], start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output = output_or_fail(run, 120, "the interrupted evaluation did not exit")
+    assert run.returncode == 130 and "interrupted: no report written" in output, output
+    assert "internal error" not in output and not (tmp_path / "out" / "metrics.json").exists()
+    if Path("/proc").is_dir():
+        deadline = time.monotonic() + 15
+        while (left := processes_with(marker)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left, f"workers of the interrupted evaluation are still alive: {left}"
+
+
+@pytest.mark.needs_data
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="lists processes through /proc (Linux)")
 def test_ctrl_c_twice_stops_an_evaluation_at_once_and_leaves_no_worker(tmp_path):
     """SIGINT to the run and then to its whole group, as ``timeout -s INT`` sends it (or a user
     pressing Ctrl-C twice); before the shutdown deferred the second one, 3 runs in 6 hung."""
-    import os
-    import signal
-    import time
-
     bsds = bench_tree(tmp_path / "bsds", count=5)
     marker = str(tmp_path / "out")
     code = "import sys; from wnetcli.cli import main; main(sys.argv[1:])"

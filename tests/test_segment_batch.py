@@ -541,16 +541,17 @@ def test_kill_9_leaves_no_partial_output_and_a_rerun_completes(tmp_path, model_p
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    # The worker processes and their fork server end with the run (wnetcli.workers.exit_with); wait
-    # until nothing changes.
-    listing, deadline = None, time.monotonic() + 20
-    while time.monotonic() < deadline and listing != (listing := sorted(p.name for p in out.iterdir())):
-        time.sleep(0.5)
+    # The worker processes and their fork server end with the run (wnetcli.workers.exit_with);
+    # once they have, nothing writes any more.
     if Path("/proc").is_dir():  # Linux: no process of the run is left behind, not even idle
         deadline = time.monotonic() + 15
         while (left := processes_with(str(tmp_path), "forkserver")) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not left, f"processes of the killed run are still alive: {left}"
+    else:  # no way to see them: wait until nothing changes
+        listing, deadline = None, time.monotonic() + 20
+        while time.monotonic() < deadline and listing != (listing := sorted(p.name for p in out.iterdir())):
+            time.sleep(0.5)
     finals = [p for p in out.glob("*") if ".tmp." not in p.name and p.suffix in {".png", ".npy"}]
     assert finals, "the run was killed before writing anything; the test proves nothing"
     for path in finals:
@@ -580,13 +581,21 @@ def test_a_worker_leaves_stop_signals_to_its_run_and_still_ends_with_it(stop):
         "from wnetcli.workers import serve_run\n"
         "serve_run(int(sys.argv[1]))\n"
         "print('serving', flush=True)\n"
+        "for line in sys.stdin:\n"
+        "    print(line.strip(), flush=True)\n"
         "time.sleep(60)\n"
     )
-    worker = subprocess.Popen([sys.executable, "-c", code, str(run.pid)], stdout=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", code, str(run.pid)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert worker.stdout.readline().strip() == "serving"
     worker.send_signal(stop)  # a terminal's Ctrl-C, SLURM's SIGTERM: sent to the whole group
-    time.sleep(0.5)
-    assert worker.poll() is None, "a worker must leave stop signals to its run"
+    # Pending before the worker reads these lines, the signal is delivered before it answers the
+    # first; its Python handler, if any, runs before the loop reads the second.
+    for line in ("one", "two"):
+        worker.stdin.write(f"{line}\n")
+        worker.stdin.flush()
+        assert worker.stdout.readline().strip() == line, "a worker must leave stop signals to its run"
     run.kill()
     run.wait()
     assert worker.wait(timeout=10) == 1
@@ -599,13 +608,39 @@ def test_deferred_interrupts_hold_a_stop_signal_back_until_the_block_ends(stop):
     before = signal.getsignal(stop)
     finished = []
     with pytest.raises(KeyboardInterrupt), deferred_interrupts():
-        os.kill(os.getpid(), stop)
-        time.sleep(0.2)  # the signal arrives here and is only noted
+        signal.raise_signal(stop)  # handled before it returns: only noted
         finished.append(True)
     assert finished == [True] and signal.getsignal(stop) is before
     with deferred_interrupts():  # no signal: nothing raised
         pass
     assert signal.getsignal(stop) is before
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(signal.SIGINT, signal.SIGINT), (signal.SIGINT, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT)],
+    ids=["ctrl-c-twice", "ctrl-c-then-sigterm", "sigterm-then-ctrl-c"],
+)
+def test_under_interrupt_once_only_the_first_stop_signal_interrupts(first, second):
+    from wnetcli.workers import STOP_SIGNALS, deferred_interrupts, interrupt_once
+
+    before = {stop: signal.getsignal(stop) for stop in STOP_SIGNALS}
+    with interrupt_once():
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(first)
+        signal.raise_signal(second)  # the run is stopping already: nothing
+        with deferred_interrupts():  # a pool's shutdown during that stop: held back, then nothing
+            signal.raise_signal(second)
+    assert {stop: signal.getsignal(stop) for stop in STOP_SIGNALS} == before
+    # A signal held back during a shutdown is the first one: raised after it, and the next is not.
+    finished = []
+    with interrupt_once():
+        with pytest.raises(KeyboardInterrupt), deferred_interrupts():
+            signal.raise_signal(first)
+            finished.append(True)
+        signal.raise_signal(second)
+    assert finished == [True]
+    assert {stop: signal.getsignal(stop) for stop in STOP_SIGNALS} == before
 
 
 def _forty_images(root: Path) -> None:
@@ -662,6 +697,32 @@ def test_ctrl_c_or_sigterm_stops_a_folder_run_at_once_keeps_its_summary_and_a_re
     assert all(row["status"] == "ok" and int(row["regions"]) > 0 for row in rows.values())
     report = segment_folder([tmp_path / "in"], model_path, BatchOptions(out_dir=out, save=("ucm",)), CPU)
     assert report.count("skipped") == len(done) and report.count("ok") == 40 - len(done)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="signals the run's main thread (POSIX)")
+def test_a_second_stop_signal_in_the_unwinding_of_a_lock_wait_still_keeps_the_summary(tmp_path, model_path):
+    """The second of two stop signals lands in the ``finally`` of the lock wait that the first
+    broke off, every time (tests/processes.py); the run must still stop as after one signal."""
+    _forty_images(tmp_path / "in")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv.pop(1)); from processes import stop_twice_in_a_lock_wait; "
+        "stop_twice_in_a_lock_wait('run_jobs'); from wnetcli.cli import main; "
+        "main(['segment', 'in', '--out', 'out', '--device', 'cpu', '--save', 'ucm', '--model', sys.argv[1]])"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(Path(__file__).parent), str(model_path)], cwd=tmp_path,
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output = output_or_fail(proc, 120, "the interrupted run did not exit")
+    assert proc.returncode == 130 and "rerun the same command" in output, output
+    assert "internal error" not in output
+    done = {p.stem for p in (tmp_path / "out").glob("img??.png")}
+    assert {name.removesuffix(".png") for name in _rows(tmp_path / "out" / "summary.csv")} == done
+    if Path("/proc").is_dir():
+        deadline = time.monotonic() + 15
+        while (left := processes_with(str(tmp_path), "forkserver")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not left, f"processes of the interrupted run are still alive: {left}"
 
 
 def test_a_rerun_keeps_the_size_and_regions_of_skipped_images_in_the_summary(tmp_path, images, model_path):

@@ -17,11 +17,18 @@ workers ignore SIGINT, so no task is broken off half-way, and the pool's shutdow
 :func:`deferred_interrupts`, so a second SIGINT no longer cuts short the wait for the pool's
 manager thread, which had then not yet sent the workers their stop messages when the
 interpreter's exit closed the queue.
+
+A second stop signal must not interrupt the clean-up that the first started, wherever it lands:
+a :class:`KeyboardInterrupt` raised in the ``finally`` of :meth:`threading.Condition.wait`
+(before it takes its lock back) made ``with condition:`` release an unlocked lock, and the
+command ended with an internal error instead of its exit code 130. So a command runs under
+:func:`interrupt_once`: the first stop signal raises, the later ones do nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import select
 import signal
@@ -29,7 +36,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-__all__ = ["STOP_SIGNALS", "deferred_interrupts", "exit_with", "serve_run", "signal_handlers", "stop_on_sigterm"]
+__all__ = ["STOP_SIGNALS", "deferred_interrupts", "exit_with", "interrupt_once", "serve_run", "signal_handlers"]
 
 
 def exit_with(pid: int, poll_seconds: float = 1.0) -> threading.Thread:
@@ -80,30 +87,59 @@ def serve_run(pid: int) -> threading.Thread:
 
 
 @contextlib.contextmanager
-def signal_handlers(signals: tuple[int, ...], handler) -> Iterator[None]:
+def signal_handlers(signals: tuple[int, ...], handler) -> Iterator[dict[int, object]]:
     """Within the block, ``handler`` (a function or ``signal.SIG_IGN``) handles ``signals``; the
     previous handlers come back after it. Outside the main thread, where Python neither
-    delivers signals nor lets their handlers be set, this does nothing."""
+    delivers signals nor lets their handlers be set, this does nothing.
+
+    Yields the previous handlers by signal (empty outside the main thread).
+    """
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield {}
         return
-    previous = {number: signal.signal(number, handler) for number in signals}
+    previous: dict[int, object] = {}
     try:
-        yield
+        for number in signals:
+            # Noted before it is replaced: a KeyboardInterrupt raised right after the change
+            # still finds it here, and the finally puts it back.
+            previous[number] = signal.getsignal(number)
+            signal.signal(number, handler)
+        yield previous
     finally:
         for number, old_handler in previous.items():
             signal.signal(number, old_handler)
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+class _FirstStopRaises:
+    """A handler of :data:`STOP_SIGNALS` that raises :class:`KeyboardInterrupt` for the first
+    stop signal only; a later one does nothing (see :func:`interrupt_once`)."""
+
+    def __init__(self) -> None:
+        self._calls = itertools.count()
+
+    def __call__(self, signum, frame) -> None:
+        if self.take():
+            raise KeyboardInterrupt
+
+    def take(self) -> bool:
+        """True the first time it is called, by the handler or by :func:`deferred_interrupts`;
+        False after."""
+        # One C call, so atomic: a signal handler runs between bytecodes, also in the middle of
+        # another handler, and two checks of a flag could both pass.
+        return next(self._calls) == 0
 
 
-def stop_on_sigterm() -> contextlib.AbstractContextManager[None]:
-    """Within the block, SIGTERM stops the command as Ctrl-C does (a :class:`KeyboardInterrupt`),
-    so that ``kill`` or a cluster's time limit also ends a run cleanly: the images under way
-    finish, ``summary.csv`` is written, a training run saves its checkpoint."""
-    return signal_handlers((signal.SIGTERM,), _raise_interrupt)
+def interrupt_once() -> contextlib.AbstractContextManager[dict[int, object]]:
+    """Within the block, the first Ctrl-C or SIGTERM raises :class:`KeyboardInterrupt` and any
+    later one does nothing.
+
+    SIGTERM stops a command as Ctrl-C does, so that ``kill`` or a cluster's time limit also ends
+    a run cleanly: the images under way finish, ``summary.csv`` is written, a training run saves
+    its checkpoint. A second signal (Ctrl-C pressed twice, ``timeout -s INT`` that signals the
+    command and then its group, SLURM's SIGTERM to every process of the job) finds the run
+    already stopping and cannot break off its clean-up, wherever it lands.
+    """
+    return signal_handlers(STOP_SIGNALS, _FirstStopRaises())
 
 
 @contextlib.contextmanager
@@ -112,11 +148,19 @@ def deferred_interrupts() -> Iterator[None]:
     :class:`KeyboardInterrupt`.
 
     A stop signal received meanwhile becomes a :class:`KeyboardInterrupt` once the block has
-    finished; if the block raises, its exception goes on instead. Outside the main thread
+    finished, unless the run is already stopping (under :func:`interrupt_once`, after its first
+    signal); if the block raises, its exception goes on instead. Outside the main thread
     (where Python delivers no signals) this does nothing.
     """
     received: list[int] = []
-    with signal_handlers(STOP_SIGNALS, lambda signum, frame: received.append(signum)):
+    with signal_handlers(STOP_SIGNALS, lambda signum, frame: received.append(signum)) as previous:
         yield
-    if received:
+    if received and _first_stop(previous):
         raise KeyboardInterrupt
+
+
+def _first_stop(previous: dict[int, object]) -> bool:
+    """Whether a stop signal held back by :func:`deferred_interrupts` is the run's first (under
+    :func:`interrupt_once`, it counts as that first one); always True elsewhere."""
+    handler = previous.get(signal.SIGINT)
+    return handler.take() if isinstance(handler, _FirstStopRaises) else True

@@ -208,8 +208,9 @@ def command(*args, **kwargs) -> Callable[[_F], _F]:
 
     A :class:`~wnetcli.errors.WNetError` becomes one red line on stderr and exit code 1
     (with the traceback first under ``--debug``); any other exception is a bug: one line
-    and exit code 2, or the full traceback under ``--debug``. Accepts the arguments of
-    ``typer.Typer.command``.
+    and exit code 2, or the full traceback under ``--debug``. The first Ctrl-C or SIGTERM
+    raises :class:`KeyboardInterrupt` in the command, any later one nothing
+    (:func:`wnetcli.workers.interrupt_once`). Accepts the arguments of ``typer.Typer.command``.
     """
 
     def decorator(func: _F) -> _F:
@@ -220,10 +221,12 @@ def command(*args, **kwargs) -> Callable[[_F], _F]:
 
         @functools.wraps(func)  # Typer reads the wrapped signature through __wrapped__
         def wrapper(*call_args, **call_kwargs):
-            from wnetcli.workers import stop_on_sigterm
+            from wnetcli.workers import interrupt_once
 
             try:
-                with stop_on_sigterm():  # kill / a cluster's time limit: a clean stop, as Ctrl-C
+                # Ctrl-C and SIGTERM (kill, a cluster's time limit): a clean stop, and a second
+                # one never breaks off the clean-up that the first started (wnetcli.workers).
+                with interrupt_once():
                     return func(*call_args, **call_kwargs)
             except (typer.Exit, typer.Abort, KeyboardInterrupt):
                 raise
