@@ -132,6 +132,65 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data, monke
     assert all(torch.isfinite(t).all() for t in payload["model"].values() if t.is_floating_point())
 
 
+@pytest.mark.parametrize(("minutes", "saves"), [(10.0, [4, 8, 10]), (0.0, [10])])
+def test_a_checkpoint_is_also_written_every_checkpoint_minutes(tmp_path, data, monkeypatch, minutes, saves):
+    """A run killed outright (``kill -9``) loses at most ``checkpoint_minutes`` of training, even
+    with ``checkpoint_every`` beyond its length. The clock is injected: each step takes 3 minutes."""
+    import training.trainer as trainer
+
+    now = {"seconds": 0.0}
+    monkeypatch.setattr(trainer, "_clock", lambda: now["seconds"])
+
+    def three_minutes_per_step(metrics):
+        now["seconds"] = 180.0 * metrics["step"]
+
+    saved = []
+    real_save = trainer.save_checkpoint
+
+    def spy(path, model, *, step, **kwargs):
+        saved.append(step)
+        return real_save(path, model, step=step, **kwargs)
+
+    monkeypatch.setattr(trainer, "save_checkpoint", spy)
+    config = TrainConfig.from_dict({"iterations": 10, "checkpoint_every": 0, "checkpoint_minutes": minutes}, base=TINY)
+    train(config, data, tmp_path / "run", device="cpu", threads=1, on_metrics=three_minutes_per_step)
+    # 10 minutes are reached at step 4 (12 minutes) and 4 steps after that; the end always saves.
+    assert saved == saves
+    assert TrainConfig().checkpoint_minutes == 10.0
+    with pytest.raises(InputError, match="checkpoint_minutes must be at least 0"):
+        TrainConfig(checkpoint_minutes=-1.0)
+
+
+def test_a_malicious_pickle_is_refused_without_torchs_advice(tmp_path, data):
+    """A file of unknown origin is not a wnet checkpoint, and that is all the message says:
+    torch's own message advises reloading with ``weights_only=False``, which would run its code."""
+    import os
+    import pickle
+
+    from typer.testing import CliRunner
+
+    from wnetcli.cli import app
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"package": "wnet", "model": Payload()}, evil)
+    with pytest.raises(ModelError) as caught:
+        read_checkpoint(evil)
+    assert str(caught.value) == f"{evil} is not a wnet checkpoint"
+    raw = tmp_path / "raw.pt"  # a bare pickle, not torch's zip format
+    raw.write_bytes(pickle.dumps(Payload()))
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "run"),
+                                      "--init-from", str(raw), "--device", "cpu", "--threads", "1"])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == f"error: {raw} is not a wnet checkpoint"
+    assert "weights_only" not in result.output and not marker.exists()
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_saves_at_a_step_boundary_and_the_run_resumes(tmp_path, data, stop):
     """SIGTERM too: ``kill``, or a cluster's time limit (SLURM sends SIGKILL 30 s later)."""

@@ -20,7 +20,10 @@ A checkpoint is a plain dict of tensors and primitives (so it loads with
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ import torch
 from training.config import ModelConfig
 from training.model import WNet
 from wnetcli import __version__
-from wnetcli.atomic import atomic_path
+from wnetcli.atomic import atomic_write_bytes
 from wnetcli.errors import InputError, ModelError
 
 CHECKPOINT_FORMAT = 1
@@ -47,6 +50,9 @@ def save_checkpoint(
     rng: dict[str, Any] | None = None,
 ) -> Path:
     """Write a checkpoint atomically (temporary file, then rename) and return its path.
+
+    A failed write (a full disk) raises :class:`~wnetcli.errors.OutputError` naming ``path``;
+    the checkpoint there before, if any, stays whole and loadable.
 
     ``model`` may be wrapped (DistributedDataParallel, ``torch.compile``): the plain W-Net's
     weights are stored, always on the CPU so the file loads anywhere.
@@ -66,11 +72,14 @@ def save_checkpoint(
         "rng": rng or {},
     }
     target = Path(path)
-    try:
-        with atomic_path(target) as tmp:
-            torch.save(payload, tmp)
-    except OSError as exc:
-        raise InputError(f"cannot write checkpoint {target}: {exc.strerror or exc}") from exc
+    # Serialised in memory first: torch.save writing to a file turns the OS error of a full disk
+    # into a RuntimeError ("[enforce fail at inline_container.cc]") that names neither the file
+    # nor the cause; written from memory, the write's own OSError (ENOSPC) reaches atomic
+    # writing, which names both, removes the temporary and keeps the previous checkpoint. The
+    # cost is one copy of the checkpoint in memory while it is written.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(target, buffer.getbuffer())
     return target
 
 
@@ -80,8 +89,16 @@ def read_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     if not path.is_file():
         raise InputError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch.load raises many types (struct.error, UnpicklingError, ...)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols of files it then refuses; the refusal is the news.
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refused an object a checkpoint never holds (code, a class): a file of
+        # unknown origin, maybe malicious. torch's message advises retrying with
+        # weights_only=False, which would run that code, so none of it is relayed.
+        raise ModelError(f"{path} is not a wnet checkpoint") from exc
+    except Exception as exc:  # torch.load raises many types (struct.error, RuntimeError, ...)
         # torch.load's own messages can be as bare as "101" (a KeyError on a text file): the
         # exception type goes in front so the reason reads as one.
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

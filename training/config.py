@@ -129,6 +129,9 @@ class TrainConfig:
             settings that do not change them (``padding_mode``, ``dropout``) may differ. The
             optimizers start fresh at step 0.
         checkpoint_every, log_every, sample_every: cadence in steps (0: only at the end).
+        checkpoint_minutes: also write the checkpoint once this many minutes of training have
+            passed since the last one (0: never on time), so that a run killed outright
+            (``kill -9``, a crash) loses at most that much, however long its steps.
         workers: data-loading processes for data sets too big to hold in memory.
         cache_limit: data sets of at most this many images are decoded once into memory.
         amp: bfloat16 autocast on CUDA (the losses stay float32); ignored on CPU.
@@ -158,6 +161,7 @@ class TrainConfig:
     seed: int = 0
     init_from: str = ""
     checkpoint_every: int = 500
+    checkpoint_minutes: float = 10.0
     log_every: int = 10
     sample_every: int = 500
     workers: int = 2
@@ -173,8 +177,8 @@ class TrainConfig:
             if not value > 0:
                 raise InputError(f"{name} must be positive, got {value}")
         non_negative = ("momentum", "weight_decay", "ncut_weight", "recon_weight", "dropout_switch_step",
-                        "max_side", "seed", "checkpoint_every", "log_every", "sample_every", "workers",
-                        "cache_limit")
+                        "max_side", "seed", "checkpoint_every", "checkpoint_minutes", "log_every", "sample_every",
+                        "workers", "cache_limit")
         for name in non_negative:
             value = getattr(self, name)
             if value < 0:

@@ -53,8 +53,12 @@ def sample_sheet(rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.nd
 
 
 def write_sample_sheet(path: str | os.PathLike[str], model: WNet, images: torch.Tensor) -> Path:
-    """Write the sample sheet of ``model`` on ``images`` to ``path`` (PNG, atomically) and return the path."""
+    """Write the sample sheet of ``model`` on ``images`` to ``path`` (PNG, atomically) and return the path.
+
+    A failed write (a full disk) raises :class:`~wnetcli.errors.OutputError` naming ``path``.
+    """
     target = Path(path)
+    sheet = Image.fromarray(sample_sheet(sample_rows(model, images)))  # before the write: only I/O inside
     with atomic_path(target) as tmp:
-        Image.fromarray(sample_sheet(sample_rows(model, images))).save(tmp, format="PNG")
+        sheet.save(tmp, format="PNG")
     return target

@@ -7,7 +7,9 @@ own optimizer (one over the encoder's parameters, one over all parameters), as i
 A run lives in a folder::
 
     RUN_DIR/config.json     the resolved TrainConfig (written at the start)
-    RUN_DIR/last.pt         checkpoint: weights, both optimizers, step, config, version, RNG state
+    RUN_DIR/last.pt         checkpoint: weights, both optimizers, step, config, version, RNG state;
+                            written every ``checkpoint_every`` steps and every
+                            ``checkpoint_minutes`` minutes
     RUN_DIR/log.jsonl       one JSON object per logged step: step, ncut, recon, lr, dropout, ...
     RUN_DIR/samples/        step_NNNNNNN.png sheets: input | argmax labels | reconstruction
 
@@ -40,7 +42,7 @@ from training.data import Warn, center_crop, describe_data, iterate_batches, loa
 from training.losses import reconstruction_loss, soft_ncut_loss
 from training.model import WNet, count_parameters
 from training.samples import write_sample_sheet
-from wnetcli.atomic import atomic_write_text, prepare_folder
+from wnetcli.atomic import LineLog, atomic_write_text, prepare_folder
 from wnetcli.errors import InputError, ModelError, TrainingError
 from wnetcli.tuning import tune_malloc
 from wnetcli.workers import STOP_SIGNALS, signal_handlers
@@ -52,6 +54,8 @@ SAMPLES_DIR = "samples"
 SAMPLE_IMAGES = 4
 
 Progress = Callable[[int, int], None]
+#: Seconds on a steady clock; what ``checkpoint_minutes`` is measured with (tests replace it).
+_clock: Callable[[], float] = time.monotonic
 Metrics = Callable[[dict], None]
 
 
@@ -283,6 +287,9 @@ def train(
         ``resume``), or holds none to resume.
     TrainingError
         A loss became NaN or infinite (``last.pt`` keeps the last good state).
+    OutputError
+        A file of the run could not be written (a full disk): the run stops there, ``last.pt``
+        keeps the last checkpoint written whole, and ``log.jsonl`` holds no partial line.
     KeyboardInterrupt
         After saving ``last.pt`` at the last completed step.
     """
@@ -361,7 +368,9 @@ def _train(config, data, run_dir, context, resume, threads, stop_after, progress
 
     stop = config.iterations if stop_after is None else min(config.iterations, start + max(1, stop_after))
     step, saved_step, metrics = start, start, {}
-    with _deferred_interrupt() as interrupted, log_path.open("a", encoding="utf-8") if context.is_main else \
+    # Counted from the start of this call, then from each checkpoint written.
+    saved_at, save_seconds = _clock(), 60.0 * config.checkpoint_minutes
+    with _deferred_interrupt() as interrupted, LineLog(log_path) if context.is_main else \
             contextlib.nullcontext() as log:
         for batch in iterate_batches(images, config, start, stop, context.rank):
             # Every process stops at the same step, even when the signal reached only one of them.
@@ -382,20 +391,19 @@ def _train(config, data, run_dir, context, resume, threads, stop_after, progress
             if on_metrics:
                 on_metrics(metrics)
             if due(config.log_every, step) or step == stop:
-                log.write(json.dumps(metrics) + "\n")
-                log.flush()
+                log.write_line(json.dumps(metrics))
             if due(config.sample_every, step) or step == stop:
                 write_sample_sheet(run_dir / SAMPLES_DIR / f"step_{step:07d}.png", model, samples)
-            if due(config.checkpoint_every, step):
+            if due(config.checkpoint_every, step) or (save_seconds > 0 and _clock() - saved_at >= save_seconds):
                 save(step)
-                saved_step = step
+                saved_step, saved_at = step, _clock()
             if progress:
                 progress(step, config.iterations)
         if step != saved_step:
             save(step)
         difference = distributed.replica_difference(model, context)
         if context.is_main and context.distributed:
-            log.write(json.dumps({"step": step, "replica_difference": difference}) + "\n")
+            log.write_line(json.dumps({"step": step, "replica_difference": difference}))
     return TrainResult(
         run_dir=run_dir, checkpoint=checkpoint_path, step=step, iterations=config.iterations, start_step=start,
         last=metrics, parameters=count_parameters(model), device=str(context.device),

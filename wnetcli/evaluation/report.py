@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wnetcli.atomic import atomic_path, atomic_write_text, prepare_folder
+from wnetcli.atomic import atomic_path, atomic_write_text, prepare_folder, staged_folder
 from wnetcli.evaluation.api import EvaluationResult
 from wnetcli.evaluation.counts import COUNTS_FILE, RunCounts
 
@@ -109,6 +109,10 @@ def _plot_pr(result: EvaluationResult, path: Path) -> None:
 def write_report(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
     """Write ``metrics.json``, the CSVs, ``counts.npz`` and (for boundaries) ``pr_curve.png`` into ``out_dir``.
 
+    All or nothing: the files are written into a hidden staging folder inside ``out_dir`` and
+    moved into place together once all are written (:func:`wnetcli.atomic.staged_folder`), so
+    a failure (a full disk) leaves the report there before, if any, untouched.
+
     Returns
     -------
     list of Path
@@ -118,13 +122,21 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
     ------
     InputError
         If ``out_dir`` is a file or cannot be written to.
+    OutputError
+        If a file cannot be written (a full disk): it names the file and the reason.
     """
     out = prepare_folder(out_dir)
+    with staged_folder(out) as staging:
+        names = _write_files(result, staging)
+    return [out / name for name in names]
+
+
+def _write_files(result: EvaluationResult, out: Path) -> list[str]:
+    """Write the report's files into ``out``; return their names."""
     ids = [img.id for img in result.images]
-    written = [out / "metrics.json"]
-    atomic_write_text(written[0], json.dumps(metrics_dict(result), indent=2) + "\n")
+    names = ["metrics.json", COUNTS_FILE]
+    atomic_write_text(out / "metrics.json", json.dumps(metrics_dict(result), indent=2) + "\n")
     RunCounts.from_result(result).save(out / COUNTS_FILE)
-    written.append(out / COUNTS_FILE)
     b = result.boundary
     if b is not None:
         summary = [b.ods_threshold, b.ods_recall, b.ods_precision, b.ods_f, b.ois_recall, b.ois_precision]
@@ -136,7 +148,7 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
         _csv(out / "eval_bdry_thr.csv", ["threshold", "recall", "precision", "f"], b.per_threshold)
         _csv(out / "eval_bdry_img.csv", ["image", "threshold", "recall", "precision", "f"], b.per_image, ids)
         _plot_pr(result, out / "pr_curve.png")
-        written += [out / n for n in ("eval_bdry.csv", "eval_bdry_thr.csv", "eval_bdry_img.csv", "pr_curve.png")]
+        names += ["eval_bdry.csv", "eval_bdry_thr.csv", "eval_bdry_img.csv", "pr_curve.png"]
     r = result.regions
     if r is not None:
         _csv(
@@ -158,15 +170,12 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> list[Path]:
             r.per_image[:, 3:],
             ids,
         )
-        written += [
-            out / n
-            for n in (
-                "eval_cover.csv",
-                "eval_cover_thr.csv",
-                "eval_cover_img.csv",
-                "eval_RI_VOI.csv",
-                "eval_RI_VOI_thr.csv",
-                "eval_RI_VOI_img.csv",
-            )
+        names += [
+            "eval_cover.csv",
+            "eval_cover_thr.csv",
+            "eval_cover_img.csv",
+            "eval_RI_VOI.csv",
+            "eval_RI_VOI_thr.csv",
+            "eval_RI_VOI_img.csv",
         ]
-    return written
+    return names

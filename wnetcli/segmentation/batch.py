@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from wnetcli.atomic import atomic_write_text, prepare_folder, remove_stale_temporaries
-from wnetcli.errors import InputError, WNetError
+from wnetcli.errors import InputError, OutputError, WNetError
 from wnetcli.images import find_images, read_rgb
 from wnetcli.options import check_field_types
 from wnetcli.segmentation.outputs import UCM_FORMATS, output_paths, write_outputs
@@ -287,7 +287,14 @@ def _decoded(
 
 
 def _finish(finisher: Finisher, job: Job, rgb: np.ndarray, probs: np.ndarray, timings: dict) -> ImageRecord:
-    """Post-process and write one image; never raises (a failure becomes the record)."""
+    """Post-process and write one image; a failure becomes the record, except a full disk.
+
+    Raises
+    ------
+    OutputError
+        When the output's storage is full, over quota or read-only (:attr:`OutputError.no_room`):
+        every later image would fail the same way, so the batch stops instead.
+    """
     height, width = rgb.shape[:2]
     record = ImageRecord(job.relative.as_posix(), job.source, OK, width=width, height=height)
     try:
@@ -296,7 +303,9 @@ def _finish(finisher: Finisher, job: Job, rgb: np.ndarray, probs: np.ndarray, ti
         write_outputs(job.paths, rgb, result)
         record.timings = {**timings, **result.timings, "write": time.perf_counter() - began}
         record.regions = result.regions
-    except Exception as exc:  # an odd image must not stop the batch
+    except Exception as exc:  # an odd image must not stop the batch; a full disk must
+        if isinstance(exc, OutputError) and exc.no_room:
+            raise
         record.status, record.message = FAILED, _describe(exc)
         record.timings = timings
     record.seconds = sum(record.timings.values())
@@ -398,6 +407,12 @@ def run_jobs(
     Returns one :class:`ImageRecord` per job, in order. ``progress(done, total)`` is called
     from the calling thread after each image, and ``settled(record)`` just before it, so that
     a caller interrupted midway (Ctrl-C) still has the records of the images done.
+
+    Raises
+    ------
+    OutputError
+        On a full disk, an exhausted quota or a read-only output (see :func:`_finish`): the run
+        stops at the first such image; the images written before it stay, and were settled.
     """
     records: list[ImageRecord | None] = [None] * len(jobs)
     done = 0

@@ -193,6 +193,12 @@ def write_outputs(paths: dict[str, Path], rgb: np.ndarray, result) -> None:
         The input image (for the overlay).
     result : SegmentationResult
         ``labels`` (H, W), ``ucm2`` (2H+1, 2W+1), ``probs`` (K, H, W).
+
+    Raises
+    ------
+    OutputError
+        When a file cannot be written (a full disk: :attr:`~wnetcli.errors.OutputError.no_room`);
+        the files written before it stay, the label map last of all.
     """
     writers = {
         "labels": lambda p: _write_png(p, labels_to_png_array(result.labels)),
