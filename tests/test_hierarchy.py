@@ -9,12 +9,9 @@ from skimage.measure import label
 
 from wnetcli.segmentation.hierarchy import (
     SuperpixelOptions,
-    border_strength,
     build_hierarchy,
-    calibrate_levels,
     edges_to_ucm2,
     merge_regions,
-    threshold_for_regions,
     upsample_labels,
     upsample_ucm2,
     watershed_superpixels,
@@ -85,20 +82,6 @@ def test_ucm2_is_ultrametric_and_its_cuts_are_nested(height, width):
     assert previous.max() == 1
 
 
-def test_threshold_for_regions_gives_that_many_regions():
-    hierarchy = build_hierarchy(noise_strength(40, 50, seed=3), SuperpixelOptions(window=3, sigma=0))
-    n = hierarchy.n_superpixels
-    assert n > 20
-    for regions in (1, 2, 5, 17, n - 1):
-        t = threshold_for_regions(hierarchy.levels, regions)
-        got = ucm2_to_labels(hierarchy.ucm2, t).max()
-        ties = np.count_nonzero(hierarchy.levels == np.float32(t)) - 1
-        assert regions - ties <= got <= regions
-    assert threshold_for_regions(hierarchy.levels, n) == 0.0
-    with pytest.raises(ValueError, match="regions"):
-        threshold_for_regions(hierarchy.levels, 0)
-
-
 def brute_force_merging(lo, hi, sums, counts, areas, size_scale, descriptors=None, weight=0.0):
     """Greedy merging recomputed from scratch at every step: the reference for merge_regions."""
     group = list(range(len(areas)))
@@ -150,8 +133,8 @@ def test_merge_regions_matches_a_brute_force_greedy_merge(size_scale, weight):
     sums = rng.random(lo.size) * counts
     # Region descriptor sums: a random probability vector per pixel, summed over the region.
     descriptors = rng.dirichlet(np.ones(3), size=n) * areas[:, None]
-    edge_levels, levels = merge_regions(lo, hi, sums, counts, areas, size_scale, descriptors, weight)
-    assert levels.size == n - 1
+    edge_levels, levels, merges = merge_regions(lo, hi, sums, counts, areas, size_scale, descriptors, weight)
+    assert levels.size == n - 1 and merges.shape == (n - 1, 2)
     expected = brute_force_merging(lo, hi, sums, counts, areas, size_scale, descriptors, weight)
     np.testing.assert_allclose(levels, expected, rtol=1e-6)
     assert edge_levels.min() >= levels.min() and edge_levels.max() == levels.max()
@@ -278,34 +261,3 @@ def test_flood_gives_the_superpixels_and_strength_the_merge_levels():
     assert flat.levels.max() == 0 and hierarchy.levels.max() > 0
     with pytest.raises(ValueError, match="flood"):
         build_hierarchy(strength, flood=flood[:-1])
-
-
-def test_calibrated_levels_keep_every_partition_and_the_ends():
-    rng = np.random.default_rng(0)
-    strength = ndi.gaussian_filter(rng.random((30, 40)), 2)
-    strength = (strength - strength.min()) / np.ptp(strength)
-    ucm2 = build_hierarchy(strength).ucm2
-    for divisor in (0.5, 1.0, 2.5):
-        calibrated = calibrate_levels(ucm2, divisor)
-        assert calibrated.min() >= 0 and calibrated.max() <= 1
-        for t in (0.1, 0.3, 0.6):
-            mapped = float(calibrate_levels(np.float32(t), divisor))
-            # The cut of the calibrated map at the mapped level is the same partition.
-            np.testing.assert_array_equal(ucm2_to_labels(calibrated, mapped), ucm2_to_labels(ucm2, t))
-    np.testing.assert_array_equal(calibrate_levels(np.array([0.0, 1.0]), 3.0), [0.0, 1.0])
-    np.testing.assert_allclose(calibrate_levels(ucm2, 1.0), ucm2, atol=1e-7)
-    assert float(calibrate_levels(np.float32(0.01), 2.0)) == pytest.approx(0.005, rel=0.02)  # ~ u / divisor near 0
-    values = np.linspace(0, 1, 101, dtype=np.float32)
-    assert (np.diff(calibrate_levels(values, 1.7)) > 0).all()  # monotone
-    with pytest.raises(ValueError, match="factor"):
-        calibrate_levels(values, 0.0)
-
-
-def test_border_strength_is_the_mean_level_of_the_border_pixels():
-    ucm2 = np.zeros((9, 9), dtype=np.float32)  # a 4x4 image
-    ucm2[1:-1, 4] = 0.6  # one vertical border between columns 1 and 2, rows 0..3
-    ucm2[4, 5:-1] = 0.2  # a weaker one on the right half
-    boundary = ucm2[2::2, 2::2]
-    assert border_strength(ucm2) == pytest.approx(boundary[boundary > 0].mean())
-    assert 0.2 < border_strength(ucm2) < 0.6
-    assert border_strength(np.zeros((9, 9), dtype=np.float32)) == 0.0  # one region

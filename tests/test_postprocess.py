@@ -12,9 +12,8 @@ from skimage.measure import label
 
 from wnetcli.errors import InputError
 from wnetcli.images import read_rgb
-from wnetcli.segmentation.hierarchy import border_strength, calibrate_levels
+from wnetcli.segmentation.levels import LevelScale
 from wnetcli.segmentation.postprocess import (
-    CALIBRATION_REFERENCE,
     DEFAULT_LEVEL,
     PostprocessOptions,
     PostprocessResult,
@@ -260,35 +259,26 @@ def test_wnet_merge_only_keeps_the_image_cues_superpixel_borders():
     assert not np.allclose(merge_only.ucm2, colour_only.ucm2)
 
 
-def test_level_calibration_divides_the_odds_by_the_image_border_strength():
+def test_the_level_scale_moves_levels_not_partitions():
     rgb, _, _ = four_squares()
-    plain = postprocess(rgb, None, PostprocessOptions(level_calibration=0.0))
-    calibrated = postprocess(rgb, None, PostprocessOptions(level_calibration=0.4))
-    divisor = (border_strength(plain.ucm2) / CALIBRATION_REFERENCE) ** 0.4
-    np.testing.assert_allclose(calibrated.ucm2, calibrate_levels(plain.ucm2, divisor), atol=1e-6)
-    # Only the levels move: the same number of regions at every matching pair of levels.
-    for t in (0.1, 0.5, 0.9):
-        mapped = float(calibrate_levels(np.float32(t), divisor))
-        assert ucm2_to_labels(calibrated.ucm2, mapped).max() == ucm2_to_labels(plain.ucm2, t).max()
-    # --regions counts regions, so calibration cannot change what it returns.
-    regions = [postprocess(rgb, None, PostprocessOptions(level_calibration=c, regions=2)) for c in (0.0, 0.4)]
+    plain = postprocess(rgb, None, PostprocessOptions(level_scale=LevelScale(calibration=0.0)))
+    calibrated = postprocess(rgb, None, PostprocessOptions())
+    assert plain.ucm2.max() == pytest.approx(1.0) and calibrated.ucm2.max() == pytest.approx(1.0)
+    np.testing.assert_array_equal(plain.ucm2 > 0, calibrated.ucm2 > 0)
+    # --regions counts regions, so the scale cannot change what it returns.
+    regions = [postprocess(rgb, None, PostprocessOptions(level_scale=scale, regions=2))
+               for scale in (LevelScale(calibration=0.0), LevelScale())]
     assert same_partition(regions[0].labels, regions[1].labels)
 
 
-def test_stronger_borders_are_calibrated_down_more():
-    strong, _, _ = four_squares()
-    faint = (128 + (strong.astype(np.int16) - 128) // 4).astype(np.uint8)  # the same squares, a quarter the contrast
-    divisors = []
-    for rgb in (strong, faint):
-        plain = postprocess(rgb, None, PostprocessOptions(level_calibration=0.0))
-        calibrated = postprocess(rgb, None, PostprocessOptions(level_calibration=0.4))
-        assert border_strength(plain.ucm2) > 0
-        # The strongest border's level before and after: its odds were divided by the divisor.
-        top, top_cal = float(plain.ucm2.max()), float(calibrated.ucm2.max())
-        divisors.append((top / (1 - top)) / (top_cal / (1 - top_cal)))
-    assert divisors[0] > divisors[1]
-
-
-def test_level_calibration_out_of_range_is_refused():
-    with pytest.raises(InputError, match="level_calibration"):
-        PostprocessOptions(level_calibration=-0.1)
+def test_regions_gives_exactly_that_many_on_tied_borders_and_says_when_it_cannot():
+    # Nine equal tiles: the borders between them all merge at one level.
+    tiles = np.kron(np.arange(9).reshape(3, 3) % 2, np.ones((12, 12), dtype=np.int64))
+    rgb = np.where(tiles[..., None] == 1, 200, 40).astype(np.uint8).repeat(3, axis=2)
+    finest = postprocess(rgb, None, PostprocessOptions(level=0.0)).labels.max()
+    for regions in range(1, int(finest) + 1):
+        result = postprocess(rgb, None, PostprocessOptions(regions=regions))
+        assert result.labels.max() == regions and result.note == ""
+    more = postprocess(rgb, None, PostprocessOptions(regions=int(finest) + 3))
+    assert more.labels.max() == finest
+    assert more.note == f"{int(finest) + 3} regions asked for; the hierarchy has {int(finest)} at most"

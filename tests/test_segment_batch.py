@@ -67,6 +67,11 @@ def images(tmp_path):
     return root
 
 
+def last_run(out: Path) -> dict:
+    """The last entry of the output folder's runs.jsonl (the settings of the latest run)."""
+    return json.loads((out / "runs.jsonl").read_text().splitlines()[-1])
+
+
 def _rows(path: Path) -> dict[str, dict[str, str]]:
     with open(path, newline="") as handle:
         return {row["image"]: row for row in csv.DictReader(handle)}
@@ -91,7 +96,7 @@ def test_outputs_statuses_and_summary(tmp_path, images, model_path):
     ucm = read_ucm(out / "sub" / "b.ucm.png")
     assert ucm.shape == (75, 59) and ucm.dtype == np.float32 and ucm.min() >= 0 and ucm.max() <= 1
     assert np.load(out / "sub" / "b.probs.npy").shape == (4, 37, 29)
-    assert (out / "segment_config.json").is_file()
+    assert last_run(out)["save"] == ["overlay", "color", "ucm", "probs"]
     assert not list(out.rglob("*.tmp*"))
 
 
@@ -166,8 +171,7 @@ def test_the_network_is_not_run_when_nothing_reads_it_and_the_outputs_are_the_sa
         batch = BatchOptions(out_dir=out, workers=workers, save=saves)
         reports[name] = segment_folder([images], model_path, batch, options)
         outputs[name] = [np.asarray(Image.open(out / f)) for f in ("a.png", "a.ucm.png", "grey.png", "rgba.png")]
-        config = json.loads((out / "segment_config.json").read_text())
-        assert config["network_run"] is reports[name].network_run
+        assert last_run(out)["network_run"] is reports[name].network_run
     assert not reports["unread"].network_run and reports["read"].network_run
     assert sum(calls) == 3  # the three readable images of the folder, in the second run only
     for a, b in zip(outputs["unread"], outputs["read"], strict=True):
@@ -210,14 +214,14 @@ def test_a_folder_run_without_the_network_never_imports_onnxruntime(tmp_path, im
         "from wnetcli.segmentation import BatchOptions, SegmentOptions, segment_folder\n"
         "from wnetcli.segmentation.postprocess import PostprocessOptions\n"
         "options = SegmentOptions(device='auto', postprocess=PostprocessOptions(keep_probs=False))\n"
-        f"report = segment_folder([Path({str(images)!r})], Path({str(model_path)!r}), "
+        f"report = segment_folder([Path({str(images)!r})], None, "
         f"BatchOptions(out_dir=Path({str(tmp_path / 'out')!r}), workers=0), options)\n"
         "print(report.network_run, report.device_note == '', 'onnxruntime' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True", "False"]
-    config = json.loads((tmp_path / "out" / "segment_config.json").read_text())
+    config = last_run(tmp_path / "out")
     assert config["network_run"] is False and config["model_info"] is None
 
 
@@ -420,12 +424,12 @@ def test_cli_wnet_edges_and_tta_run_the_network_and_are_recorded(tmp_path, image
     args = ["segment", str(images), "--out", "out", "--model", str(model_path), "--device", "cpu"]
     result = runner.invoke(app, [*args, "--wnet-edges", "0.2", "--tta"])
     assert result.exit_code == 0, result.output
-    config = json.loads((tmp_path / "out" / "segment_config.json").read_text())
+    config = last_run(tmp_path / "out")
     assert config["network_run"] is True and config["segment"]["tta"] is True
     assert config["postprocess"]["wnet_weight"] == pytest.approx(0.2)
     result = runner.invoke(app, [*args, "--overwrite", "--wnet-edges", "0.2", "--wnet-merge-only"])
     assert result.exit_code == 0, result.output
-    config = json.loads((tmp_path / "out" / "segment_config.json").read_text())
+    config = last_run(tmp_path / "out")
     assert config["postprocess"]["wnet_merge_only"] is True and config["network_run"] is True
     result = runner.invoke(app, [*args, "--wnet-merge-only"])
     assert result.exit_code == 1
@@ -466,7 +470,7 @@ def test_cli_device_cuda_without_cuda_is_one_line(tmp_path, images, model_path, 
     assert len(result.output.strip().splitlines()) == 1
     # Settings that never run the network never touch the device either.
     result = runner.invoke(app, [*args, "--out", "out-plain"])
-    assert "the network was not run" in result.output and "--device cuda" not in result.output
+    assert "was checked but not run" in result.output and "--device cuda" not in result.output
     assert (tmp_path / "out-plain" / "a.png").is_file()
 
 
@@ -842,9 +846,9 @@ def test_cli_keeps_soft_maps_only_when_saving_them_and_fast_coarsens_the_grid(tm
     _save(tmp_path / "one.png", squares_image(24))
     common = ["segment", "one.png", "--model", str(model_path), "--device", "cpu", "--workers", "0"]
     result = runner.invoke(app, [*common, "--out", "plain"])
-    assert result.exit_code == 0 and "network was not run" in result.output, result.output
+    assert result.exit_code == 0 and "was checked but not run" in result.output, result.output
     result = runner.invoke(app, [*common, "--out", "with-probs", "--save", "probs"])
-    assert result.exit_code == 0 and "network was not run" not in result.output, result.output
+    assert result.exit_code == 0 and "not run" not in result.output, result.output
     result = runner.invoke(app, [*common, "--out", "fast", "--fast", "--save", "ucm"])
     assert result.exit_code == 0, result.output
     assert seen == [(False, 1), (True, 1), (False, 2)]

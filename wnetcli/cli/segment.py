@@ -140,7 +140,7 @@ def segment(
             soft_wrap=True,
         )
         raise typer.Exit(130) from None
-    _print_report(report)
+    _print_report(report, model)
     if report.failed:
         raise typer.Exit(1)
 
@@ -152,14 +152,21 @@ def _run_with_progress(inputs, model, batch_options, segment_options):
         return segment_folder(inputs, model, batch_options, segment_options, progress=progress)
 
 
-def _print_report(report) -> None:
+def _print_report(report, model: Path | None) -> None:
     from rich.table import Table
 
     from wnetcli.segmentation.batch import FAILED, OK, SKIPPED
 
     if report.device_note:
         console.print(f"[dim]{report.device_note}[/]", highlight=False)
-    if not report.network_run:
+    if not report.network_run and model is not None:
+        console.print(
+            f"note: --model {escape(str(model))} was checked but not run: these settings read none of the "
+            "network's output (it runs for --wnet-share, --wnet-edges or --save probs)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif not report.network_run:
         console.print(
             "[dim]the network was not run: these settings read none of its output (it runs for "
             "--wnet-share, --wnet-edges or --save probs)[/]",
@@ -194,4 +201,13 @@ def _print_report(report) -> None:
         console.print(f"[red]failed:[/] {text}", highlight=False, soft_wrap=True)
     if len(report.failed) > _MAX_FAILURES_SHOWN:
         console.print(f"... and {len(report.failed) - _MAX_FAILURES_SHOWN} more", highlight=False)
+    if report.made_otherwise:
+        console.print(
+            f"[yellow]warning:[/] {len(report.made_otherwise)} skipped image(s) were made earlier with other "
+            "settings (summary.csv's settings column, runs.jsonl); --overwrite redoes them",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"summary: {report.summary_path}", highlight=False, soft_wrap=True)
+    if report.merged_summary is not None:
+        console.print(f"summary of all shards: {report.merged_summary}", highlight=False, soft_wrap=True)

@@ -15,6 +15,7 @@ batch goes on; the caller decides the exit code from :attr:`BatchReport.failed`.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import multiprocessing
@@ -25,23 +26,26 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from wnetcli.atomic import atomic_write_text, prepare_folder, remove_stale_temporaries
+from wnetcli.atomic import LineLog, atomic_write_text, prepare_folder, remove_stale_temporaries
 from wnetcli.errors import InputError, OutputError, WNetError
 from wnetcli.images import find_images, read_rgb
 from wnetcli.options import check_field_types
-from wnetcli.segmentation.outputs import UCM_FORMATS, output_paths, write_outputs
+from wnetcli.segmentation.outputs import EXTRA_KINDS, UCM_FORMATS, output_paths, write_outputs
 from wnetcli.segmentation.pipeline import Finisher, Segmenter, SegmentOptions, folder_options, inference_size
 from wnetcli.tuning import single_threaded_blas, tune_malloc
 from wnetcli.workers import deferred_interrupts, serve_run, signal_handlers
 
 OK, SKIPPED, FAILED = "ok", "skipped", "failed"
-# "source" last: the input file, which tells apart two inputs of the same relative name.
-SUMMARY_FIELDS = ("image", "width", "height", "regions", "seconds", "status", "message", "source")
+# "source": the input file, which tells apart two inputs of the same relative name; "settings":
+# the settings that made the image's outputs (an id of RUNS_NAME).
+SUMMARY_FIELDS = ("image", "width", "height", "regions", "seconds", "status", "message", "source", "settings")
+#: The file of the output folder to which every run appends its settings, one JSON line each.
+RUNS_NAME = "runs.jsonl"
 ProgressCallback = Callable[[int, int], None]
 #: Cap of the automatic number of post-processing processes (each holds its own arrays).
 MAX_AUTO_WORKERS = 8
@@ -107,9 +111,13 @@ class ImageRecord:
         width, height: input size in pixels (0 when unknown).
         regions: regions in the label map (0 when not computed).
         seconds: this image's decode + inference + post-processing + write time.
-        message: the reason of a failure, else ``""``.
+        message: the reason of a failure; for an image done, a note (fewer regions than asked
+            for), else ``""``.
         timings: seconds per stage (``decode``, ``inference``, ``crf``, ``boundaries``,
             ``hierarchy``, ``write``).
+        settings: the id of the settings that made this image's outputs (:func:`settings_id`;
+            its line in ``runs.jsonl``): this run's for an image done, the earlier run's for
+            one skipped (``""`` when unknown).
     """
 
     image: str
@@ -121,24 +129,32 @@ class ImageRecord:
     seconds: float = 0.0
     message: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    settings: str = ""
 
 
 @dataclass(frozen=True)
 class Job:
-    """One image to segment: its source, relative path and the output files to write."""
+    """One image to segment: its source, relative path, the output files to write, and the
+    files an earlier run wrote for it that this one does not (removed once it is redone)."""
 
     source: Path
     relative: Path
     paths: dict[str, Path]
+    stale: tuple[Path, ...] = ()
 
 
 @dataclass
 class BatchPlan:
-    """The outcome of :func:`plan_batch`: jobs to run and records decided without running."""
+    """The outcome of :func:`plan_batch`: jobs to run and records decided without running.
+
+    Attributes:
+        jobs, decided: this shard's images to segment, and its skipped or clashing ones.
+        found: every input image's relative path (POSIX), of all shards.
+    """
 
     jobs: list[Job]
     decided: list[ImageRecord]
-    found: int
+    found: list[str]
 
 
 @dataclass
@@ -153,6 +169,11 @@ class BatchReport:
         found: inputs found before sharding.
         network_run: False when the settings read none of the network's output, so that it
             was not run (:attr:`Segmenter.runs_network`).
+        settings: the id of this run's settings (:func:`settings_id`), in ``runs.jsonl``.
+        made_otherwise: the skipped images whose outputs an earlier run made with other
+            settings (``--overwrite`` redoes them).
+        merged_summary: the shards' summaries merged into ``summary.csv`` by the last shard to
+            finish, or ``None`` (no shards, or some shard not done yet).
     """
 
     records: list[ImageRecord]
@@ -162,6 +183,9 @@ class BatchReport:
     device_note: str
     found: int
     network_run: bool = True
+    settings: str = ""
+    made_otherwise: list[str] = field(default_factory=list)
+    merged_summary: Path | None = None
 
     def count(self, status: str) -> int:
         """Number of records with ``status``."""
@@ -241,8 +265,18 @@ def plan_batch(inputs: Sequence[str | Path], options: BatchOptions) -> BatchPlan
         if not missing:
             decided.append(ImageRecord(relative.as_posix(), source, SKIPPED))
             continue
-        jobs.append(Job(source, relative, missing))
-    return BatchPlan(jobs=jobs, decided=decided, found=len(found))
+        stale = tuple(path for path in _every_output(options.out_dir, relative) - set(paths.values()) if path.exists())
+        jobs.append(Job(source, relative, missing, stale if options.overwrite else ()))
+    return BatchPlan(jobs=jobs, decided=decided, found=[relative.as_posix() for _, relative in found])
+
+
+def _every_output(out_dir: Path, relative: Path) -> set[Path]:
+    """Every file ``wnet segment`` can write for the input ``relative`` (all kinds, both ucm formats)."""
+    return {
+        path
+        for ucm_format in UCM_FORMATS
+        for path in output_paths(out_dir, relative, EXTRA_KINDS, ucm_format=ucm_format).values()
+    }
 
 
 def _describe(exc: BaseException) -> str:
@@ -301,8 +335,11 @@ def _finish(finisher: Finisher, job: Job, rgb: np.ndarray, probs: np.ndarray, ti
         result = finisher(rgb, probs, timings.pop("inference", 0.0))
         began = time.perf_counter()
         write_outputs(job.paths, rgb, result)
+        for path in job.stale:  # an earlier run's extras, which would not match the new outputs
+            path.unlink(missing_ok=True)
         record.timings = {**timings, **result.timings, "write": time.perf_counter() - began}
         record.regions = result.regions
+        record.message = result.note
     except Exception as exc:  # an odd image must not stop the batch; a full disk must
         if isinstance(exc, OutputError) and exc.no_room:
             raise
@@ -541,11 +578,12 @@ def read_summary(path: Path) -> dict[str, dict[str, str]]:
 
 
 def _with_earlier_rows(records: list[ImageRecord], earlier: dict[str, dict[str, str]]) -> list[ImageRecord]:
-    """Skipped images keep the size and region count that the run which made them recorded."""
+    """Skipped images keep the size, region count and settings that the run which made them recorded."""
     for record in records:
         row = earlier.get(record.image)
         if record.status != SKIPPED or row is None or row.get("status") not in (OK, SKIPPED):
             continue
+        record.settings = row.get("settings") or ""
         try:
             record.width, record.height, record.regions = (int(row[k]) for k in ("width", "height", "regions"))
         except (KeyError, TypeError, ValueError):  # a hand-edited or foreign file: leave the zeros
@@ -554,32 +592,96 @@ def _with_earlier_rows(records: list[ImageRecord], earlier: dict[str, dict[str, 
 
 
 def write_summary(path: Path, records: Iterable[ImageRecord]) -> None:
-    """Write ``summary.csv`` (one row per image: size, regions, seconds, status) atomically."""
+    """Write ``summary.csv`` (one row per image: size, regions, seconds, status, settings) atomically."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(SUMMARY_FIELDS)
     for r in records:
-        writer.writerow([r.image, r.width, r.height, r.regions, f"{r.seconds:.4f}", r.status, r.message, r.source])
+        writer.writerow(
+            [r.image, r.width, r.height, r.regions, f"{r.seconds:.4f}", r.status, r.message, r.source, r.settings]
+        )
     atomic_write_text(path, buffer.getvalue())
 
 
-def _write_run_config(segmenter: Segmenter, options: BatchOptions) -> None:
-    """Save the resolved settings beside the outputs (``segment_config.json``), for the record."""
+def merge_shard_summaries(out_dir: Path, shards: int, images: Iterable[str]) -> Path | None:
+    """Merge ``summary.shard-I-of-N.csv`` (I = 0..N-1) of ``out_dir`` into ``summary.csv``
+    once they list every one of ``images`` (relative POSIX paths, all shards'); else ``None``.
+
+    Each shard calls this when it has finished: the last one to finish finds every image
+    listed and writes the merged file (two finishing together write the same rows).
+    """
+    rows: dict[str, dict[str, str]] = {}
+    for index in range(shards):
+        rows.update(read_summary(Path(out_dir) / f"summary.shard-{index}-of-{shards}.csv"))
+    if not set(images) <= set(rows):
+        return None
+    path = Path(out_dir) / "summary.csv"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, SUMMARY_FIELDS, lineterminator="\n", extrasaction="ignore", restval="")
+    writer.writeheader()
+    writer.writerows(rows[image] for image in sorted(rows))
+    atomic_write_text(path, buffer.getvalue())
+    return path
+
+
+def settings_id(settings: dict) -> str:
+    """A short id of the settings that decide what a run writes for an image (12 hex digits of
+    the SHA-256 of their canonical JSON): runs with equal settings share it."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def run_settings(segmenter: Segmenter) -> dict:
+    """What decides an image's outputs: the post-processing, the sizes the image is processed
+    at, and, when the network runs, the model (its SHA-256) and the mirroring."""
     post = segmenter.postprocess_options
-    config = {
+    settings = {"postprocess": asdict(post), "max_size": segmenter.options.max_size, "model": None}
+    if segmenter.runs_network:
+        settings["model"] = _file_sha256(segmenter.model_path)
+        settings["tta"] = segmenter.options.tta
+    return settings
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def record_run(segmenter: Segmenter, options: BatchOptions) -> str:
+    """Append this run's settings to ``runs.jsonl`` in the output folder; return their id.
+
+    One JSON object per line, appended, never rewritten: ``settings`` (the id that
+    ``summary.csv`` gives each image), ``time``, ``version``, ``model``, ``model_info`` (when
+    the network runs), ``network_run``, ``device``, ``segment``, ``postprocess``, ``save``,
+    ``ucm_format``, ``shard``.
+    """
+    from datetime import datetime, timezone
+
+    from wnetcli import __version__
+
+    settings = run_settings(segmenter)
+    identity = settings_id(settings)
+    entry = {
+        "settings": identity,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "version": __version__,
         "model": str(segmenter.model_path),
         # Without the network run the model is neither loaded nor read: nothing to describe.
         "model_info": asdict(segmenter.info) if segmenter.runs_network else None,
-        "device": segmenter.device,
         "network_run": segmenter.runs_network,
+        "device": segmenter.device,
         "segment": {k: v for k, v in asdict(segmenter.options).items() if k != "postprocess"},
-        "postprocess": asdict(post) if is_dataclass(post) else repr(post),
+        **{k: v for k, v in settings.items() if k not in ("model",)},
         "save": list(options.save),
         "ucm_format": options.ucm_format,
+        "shard": list(options.shard) if options.shard else None,
     }
-    atomic_write_text(
-        Path(options.out_dir) / "segment_config.json", json.dumps(config, indent=2, default=str) + "\n"
-    )
+    with LineLog(Path(options.out_dir) / RUNS_NAME) as runs:
+        runs.write_line(json.dumps(entry, default=str))
+    return identity
 
 
 def segment_folder(
@@ -622,31 +724,43 @@ def segment_folder(
     if isinstance(inputs, (str, os.PathLike)):  # one path, not a sequence of characters
         inputs = [inputs]
     plan = plan_batch(inputs, options)
-    prepare_folder(options.out_dir)
-    # What a killed run was writing when it died: the outputs this run is about to redo.
-    remove_stale_temporaries(path for job in plan.jobs for path in job.paths.values())
     segment_options = segment_options or SegmentOptions()
     if resolve_workers(options.workers, len(plan.jobs)):
         # Inference overlaps the post-processing: several calls at once, and the workers' fork
         # server starting now, while the model loads.
         segment_options = folder_options(segment_options)
         start_worker_server()
-    segmenter = Segmenter(model_path, segment_options)
-    _write_run_config(segmenter, options)
+    segmenter = Segmenter(model_path, segment_options)  # a broken model fails before anything is written
+    prepare_folder(options.out_dir)
+    # What a killed run was writing when it died: the outputs this run is about to redo.
+    remove_stale_temporaries(path for job in plan.jobs for path in job.paths.values())
+    settings = record_run(segmenter, options)
     earlier = read_summary(options.summary_path)
     ran: list[ImageRecord] = []
+    interrupted = True
     try:
         run_jobs(segmenter, plan.jobs, options, progress, settled=ran.append)
+        interrupted = False
     finally:
         # Also when interrupted: the summary then lists the images done so far.
+        for record in ran:
+            if record.status == OK:
+                record.settings = settings
         records = _with_earlier_rows(sorted([*plan.decided, *ran], key=lambda record: record.image), earlier)
         write_summary(options.summary_path, records)
+    merged = None
+    if options.shard is not None and not interrupted:
+        merged = merge_shard_summaries(options.out_dir, options.shard[1], plan.found)
+    made_otherwise = [r.image for r in records if r.status == SKIPPED and r.settings not in ("", settings)]
     return BatchReport(
         records=records,
         summary_path=options.summary_path,
         wall_seconds=time.perf_counter() - began,
         device=segmenter.device,
         device_note=segmenter.device_note,
-        found=plan.found,
+        found=len(plan.found),
         network_run=segmenter.runs_network,
+        settings=settings,
+        made_otherwise=made_otherwise,
+        merged_summary=merged,
     )

@@ -36,12 +36,9 @@ __all__ = [
     "PixelDescriptors",
     "SuperpixelOptions",
     "block_index",
-    "border_strength",
     "build_hierarchy",
-    "calibrate_levels",
     "edges_to_ucm2",
     "merge_regions",
-    "threshold_for_regions",
     "upsample_labels",
     "upsample_ucm2",
     "watershed_superpixels",
@@ -56,11 +53,14 @@ class Hierarchy:
         ucm2: (2H+1, 2W+1) float32 ultrametric contour map, values in [0, 1].
         superpixels: (H, W) int32 finest regions, labels 1..n, each 4-connected.
         levels: (n-1,) float32 non-decreasing merge levels, one per merge (the ucm values).
+        merges: (n-1, 2) int64, the 0-based ids (superpixel label - 1) of the two regions each
+            merge joined, in merge order (:func:`wnetcli.segmentation.levels.cut_into_regions`).
     """
 
     ucm2: np.ndarray
     superpixels: np.ndarray
     levels: np.ndarray
+    merges: np.ndarray
 
     @property
     def n_superpixels(self) -> int:
@@ -296,6 +296,9 @@ def merge_regions(
     merge_levels : (n - c,) float32 ndarray
         The non-decreasing level of each merge in order (c = number of connected components
         of the graph, 1 for an image).
+    merges : (n - c, 2) int64 ndarray
+        The two regions (ids ``0..n-1``) each merge joined, in order; a merged region goes on
+        under the id of one of its two parts.
     """
     areas = [float(a) for a in areas]
     by_size = size_scale > 0
@@ -340,6 +343,7 @@ def merge_regions(
         heap.append((cost(record, min(factors[a], factors[b]), distances[e]), record[3], a, b))
     heapq.heapify(heap)
     merge_levels = []
+    merged_pairs = []
     level = 0.0
     pop, push = heapq.heappop, heapq.heappush
     while heap:
@@ -349,6 +353,7 @@ def merge_regions(
             continue  # stale: a side was merged away or the border changed since the push
         level = max(level, value)  # running max keeps the ucm ultrametric
         merge_levels.append(level)
+        merged_pairs.append((a, b))
         edge_levels[na.pop(b)[2]] = level
         del nb[a]
         # Fold the smaller neighbourhood into the larger one.
@@ -392,7 +397,8 @@ def merge_regions(
             record[3] = stamp = next(stamps)
             factor_c = factors[c]
             push(heap, (cost(record, factor_a if factor_a < factor_c else factor_c, distance), stamp, a, c))
-    return edge_levels, np.asarray(merge_levels, dtype=np.float32)
+    merges = np.asarray(merged_pairs, dtype=np.int64).reshape(-1, 2)
+    return edge_levels, np.asarray(merge_levels, dtype=np.float32), merges
 
 
 def edges_to_ucm2(right: np.ndarray, down: np.ndarray) -> np.ndarray:
@@ -523,67 +529,8 @@ def build_hierarchy(
         if not isinstance(descriptors, PixelDescriptors):
             descriptors = PixelDescriptors([("dense", 1.0, descriptors)])
         region_sums = descriptors.region_sums(superpixels)
-    edge_levels, merge_levels = merge_regions(lo, hi, sums, counts, areas, size_scale, region_sums, weight)
+    edge_levels, merge_levels, merges = merge_regions(lo, hi, sums, counts, areas, size_scale, region_sums, weight)
     # Pixel borders inside a superpixel (id -1) vanish at level 0.
     lookup = np.append(edge_levels, np.float32(0.0))
     ucm2 = edges_to_ucm2(lookup[right_ids], lookup[down_ids])
-    return Hierarchy(ucm2=ucm2, superpixels=superpixels, levels=merge_levels)
-
-
-def border_strength(ucm2: np.ndarray) -> float:
-    """How strong an image's finest region borders are: the mean ucm level over the border
-    pixels of the image-size boundary map (``ucm2[2::2, 2::2] > 0``, as the BSDS benchmark
-    reads a ucm2); 0 for an image of one region."""
-    borders = np.asarray(ucm2)[2::2, 2::2]
-    values = borders[borders > 0]
-    return float(values.mean()) if values.size else 0.0
-
-
-def calibrate_levels(values: np.ndarray, factor: float) -> np.ndarray:
-    """Divide the odds of ucm levels by ``factor``: ``u / (u + factor * (1 - u))``.
-
-    A monotone map of [0, 1] onto itself that keeps 0 and 1, so it changes no partition of
-    the hierarchy, only the levels at which they appear: with ``factor > 1`` every border
-    weakens (a fixed threshold then merges more), with ``factor < 1`` it strengthens. Near 0 it
-    is a plain division by ``factor``.
-
-    Parameters
-    ----------
-    values : float ndarray in [0, 1]
-        A ucm2, or merge levels.
-    factor : float
-        > 0.
-
-    Returns
-    -------
-    float32 ndarray of the same shape, in [0, 1]
-    """
-    if factor <= 0:
-        raise ValueError(f"factor must be > 0, got {factor}")
-    values = np.asarray(values, dtype=np.float32)
-    return (values / (values + np.float32(factor) * (1 - values))).astype(np.float32)
-
-
-def threshold_for_regions(levels: np.ndarray, regions: int) -> float:
-    """The ucm threshold whose cut has about ``regions`` regions.
-
-    Parameters
-    ----------
-    levels : (n-1,) float ndarray
-        Non-decreasing merge levels (:attr:`Hierarchy.levels`).
-    regions : int
-        Wanted number of regions (>= 1).
-
-    Returns
-    -------
-    float
-        The level of the merge that leaves ``regions`` regions; merges tied at that level
-        happen too, so the cut can have fewer. ``0.0`` (the finest cut) when ``regions`` is at
-        least the number of superpixels.
-    """
-    if regions < 1:
-        raise ValueError(f"regions must be at least 1, got {regions}")
-    merges = levels.size + 1 - regions
-    if merges <= 0:
-        return 0.0
-    return float(levels[merges - 1])
+    return Hierarchy(ucm2=ucm2, superpixels=superpixels, levels=merge_levels, merges=merges)

@@ -106,12 +106,14 @@ class SegmentationResult:
             (0, H, W) when ``PostprocessOptions.keep_probs`` is False.
         timings: seconds per stage: ``"inference"`` plus the post-processing's
             ``"crf"``, ``"boundaries"``, ``"hierarchy"``.
+        note: ``""``, or why ``labels`` does not have the number of regions asked for.
     """
 
     labels: np.ndarray
     ucm2: np.ndarray
     probs: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+    note: str = ""
 
     @property
     def regions(self) -> int:
@@ -276,12 +278,15 @@ class Finisher:
         post = postprocess(resize_rgb(rgb, small), post_probs, options)
         timings = {"inference": inference_seconds, **post.timings}
         if small == size:
-            return SegmentationResult(labels=post.labels, ucm2=post.ucm2, probs=post.probs, timings=timings)
+            return SegmentationResult(
+                labels=post.labels, ucm2=post.ucm2, probs=post.probs, timings=timings, note=post.note
+            )
         return SegmentationResult(
             labels=upscale_labels(post.labels, size),
             ucm2=upscale_ucm2(post.ucm2, size),
             probs=resize_probs(post.probs, size),
             timings=timings,
+            note=post.note,
         )
 
 
@@ -297,7 +302,8 @@ class Segmenter:
     Raises
     ------
     ModelError
-        When the model is missing or not a wnet export.
+        When the model is missing or not a wnet export (checked for a given ``model_path``
+        even when the options never run the network).
 
     Examples
     --------
@@ -309,6 +315,7 @@ class Segmenter:
 
     def __init__(self, model_path: Path | None, options: SegmentOptions | None = None) -> None:
         self.options = options or SegmentOptions()
+        given = model_path is not None
         if model_path is None:
             if not DEFAULT_MODEL.is_file():
                 raise ModelError(
@@ -325,6 +332,11 @@ class Segmenter:
         self._model_lock = threading.Lock()  # the folder runner's inference threads share it
         if self.runs_network:
             _ = self.model  # loaded now, so that a broken model or device fails before any image
+        elif given:
+            # Not run, but a model the user named must still be one: a broken file fails now.
+            from wnetcli.segmentation.runtime import check_model
+
+            check_model(self.model_path)
 
     @property
     def model(self) -> OnnxModel:

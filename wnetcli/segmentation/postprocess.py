@@ -3,8 +3,9 @@
 1. CRF smoothing of the soft maps (:mod:`.crf`), optional.
 2. Boundary strength from the soft maps and from multi-scale colour gradients (:mod:`.boundaries`).
 3. Watershed superpixels, greedy merging by boundary strength, recorded as a ucm2 (:mod:`.hierarchy`).
-4. One level of it: ``regions`` (about that many regions), ``level`` (a ucm threshold) or the
-   tuned :data:`DEFAULT_LEVEL`; connected components are relabelled so one label is one region.
+4. Its levels put on the 0..1 scale of ``--level`` (:class:`.levels.LevelScale`), then one cut:
+   ``regions`` (exactly that many regions), ``level`` (a ucm threshold) or
+   :data:`.levels.DEFAULT_LEVEL`; connected components are relabelled so one label is one region.
 
 Pure NumPy / SciPy / scikit-image: no torch.
 """
@@ -34,35 +35,20 @@ from wnetcli.segmentation.crf import CRFOptions, block_mean, dense_crf
 from wnetcli.segmentation.hierarchy import (
     PixelDescriptors,
     SuperpixelOptions,
-    border_strength,
     build_hierarchy,
-    calibrate_levels,
-    threshold_for_regions,
     upsample_labels,
     upsample_ucm2,
 )
+from wnetcli.segmentation.levels import DEFAULT_LEVEL, LevelScale, cut_into_regions
 from wnetcli.ucm import ucm2_to_labels
 
 __all__ = [
-    "CALIBRATION_REFERENCE",
     "DEFAULT_LEVEL",
     "FAST_OVERRIDES",
     "PostprocessOptions",
     "PostprocessResult",
     "postprocess",
 ]
-
-#: The ucm threshold used when neither ``regions`` nor ``level`` is given: the level of the best
-#: ODS segmentation covering on the 200 BSDS500 *train* images (their annotations serve only for
-#: tuning; results are reported on val), with the default options, level calibration included
-#: (``benchmarks/tune_pipeline.py --split train``, 99 thresholds; see wnetcli/models/README.md).
-DEFAULT_LEVEL = 0.37
-
-#: The :func:`.hierarchy.border_strength` that :attr:`PostprocessOptions.level_calibration`
-#: leaves unchanged: the median over the 200 BSDS500 *train* images with the default options
-#: (0.171), so that the default level keeps its meaning for a typical image.
-CALIBRATION_REFERENCE = 0.171
-
 
 #: What ``--fast`` changes: the cues and the hierarchy on a grid twice as coarse, with the texton
 #: filters kept at 1 and 2 pixels of that grid (2 and 4 of the image), a 14-pixel watershed
@@ -145,17 +131,13 @@ class PostprocessOptions:
         likeness_texture_share: the part of the image share (colour histograms and texton
             histograms together) that the texton histograms take: on BSDS500 train 0.5 with
             likeness_weight 0.45 raised covering ODS from 0.590 (colour alone, 0.35) to 0.614.
-        level_calibration: each image's levels are divided in odds by ``(b / r) ** c``
-            (:func:`.hierarchy.calibrate_levels`), ``b`` its :func:`.hierarchy.border_strength`,
-            ``r`` :data:`CALIBRATION_REFERENCE`, ``c`` this exponent: an image whose borders are
-            all strong (many contrasted edges) needs a higher threshold than one of faint borders
-            for the same granularity, so one data-set level (ODS) fits more images. 0: off. The
-            partitions of each hierarchy are unchanged, only their levels move. On BSDS500
-            train 0.4 raised covering ODS from 0.614 to 0.624 (paired bootstrap interval
-            +0.003..+0.017), VI 1.549 -> 1.530, PRI 0.8329 -> 0.8335, boundary F ODS -0.001
-            (within chance); 0.3, 0.5 and 0.6 gained less.
-        regions: output about this many regions (the cut of the hierarchy with this many), or
-        level: cut the ucm at this threshold in [0, 1]; both ``None``: :data:`DEFAULT_LEVEL`.
+        level_scale: how each image's merge levels are put on the 0..1 scale of ``level``
+            (:class:`.levels.LevelScale`): 1.0 where its strongest structure merges, the
+            default cut at :data:`.levels.DEFAULT_LEVEL`. The partitions of each hierarchy are
+            unchanged, only their levels move.
+        regions: output exactly this many regions (the hierarchy's partition after that many
+            merges; all of its superpixels when it has fewer), or
+        level: cut the ucm at this threshold in [0, 1]; both ``None``: :data:`.levels.DEFAULT_LEVEL`.
         keep_probs: return the (CRF-smoothed) soft maps in :attr:`PostprocessResult.probs`.
             False: the CRF runs only when a W-Net cue reads its output, and ``probs`` comes back
             empty (K = 0); ``wnet segment`` sets it unless ``--save probs`` is given, since
@@ -196,7 +178,7 @@ class PostprocessOptions:
     # .588 vs .590; 0.3: .581), so the network stays out of the merge by default.
     likeness_colour_share: float = 1.0
     likeness_texture_share: float = 0.5
-    level_calibration: float = 0.4
+    level_scale: LevelScale = LevelScale()
     regions: int | None = None
     level: float | None = None
     keep_probs: bool = True
@@ -211,8 +193,6 @@ class PostprocessOptions:
             raise InputError(f"level must be a ucm threshold in [0, 1], got {self.level}")
         if not 0.0 <= self.likeness_colour_share <= 1.0:
             raise InputError(f"likeness_colour_share must be in [0, 1], got {self.likeness_colour_share}")
-        if not 0.0 <= self.level_calibration <= 2.0:
-            raise InputError(f"level_calibration must be in [0, 2], got {self.level_calibration}")
         if not 0.0 <= self.likeness_texture_share <= 1.0:
             raise InputError(f"likeness_texture_share must be in [0, 1], got {self.likeness_texture_share}")
         for name in ("hierarchy_downsample", "texton_downsample"):
@@ -311,7 +291,9 @@ class PostprocessResult:
         probs: (K, H, W) float32, the soft maps actually used (CRF-smoothed if ``crf``);
             (0, H, W) when :func:`postprocess` got ``probs=None``.
         timings: seconds per stage: ``"crf"``, ``"boundaries"``, ``"hierarchy"``.
-        threshold: the ucm threshold that gave ``labels`` (an addition to the contract).
+        threshold: the ucm threshold that gave ``labels`` (for ``regions``: the level of the
+            last merge made).
+        note: ``""``, or why ``labels`` does not have the ``regions`` asked for.
     """
 
     labels: np.ndarray
@@ -319,6 +301,7 @@ class PostprocessResult:
     probs: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
     threshold: float = 0.0
+    note: str = ""
 
 
 def _check_inputs(rgb: np.ndarray, probs: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -464,19 +447,21 @@ def postprocess(
     descriptors = _descriptors(lab, cue_probs if use_wnet else None, options, textons)
     split_by = cue_probs.argmax(axis=0) if use_wnet and options.wnet_split else None
     hierarchy = build_hierarchy(strength, options.superpixel_options(), descriptors, split_by, flood)
-    if options.level_calibration > 0 and (strength_of_borders := border_strength(hierarchy.ucm2)) > 0:
-        divisor = (strength_of_borders / CALIBRATION_REFERENCE) ** options.level_calibration
-        hierarchy.ucm2 = calibrate_levels(hierarchy.ucm2, divisor)
-        hierarchy.levels = calibrate_levels(hierarchy.levels, divisor)
+    ucm2, levels = options.level_scale.rescale(hierarchy.ucm2, hierarchy.levels)
+    note = ""
+    # On a coarse grid the cut is taken there and enlarged (the same regions as the cut of the
+    # enlarged ucm2, for a quarter of the work).
     if options.regions is not None:
-        threshold = threshold_for_regions(hierarchy.levels, options.regions)
+        labels = cut_into_regions(hierarchy.superpixels, hierarchy.merges, options.regions)
+        made = hierarchy.n_superpixels - int(labels.max())
+        threshold = float(levels[made - 1]) if made > 0 else 0.0
+        if int(labels.max()) != options.regions:
+            note = f"{options.regions} regions asked for; the hierarchy has {int(labels.max())} at most"
     else:
         threshold = DEFAULT_LEVEL if options.level is None else float(options.level)
-    # ucm2_to_labels' regions are 4-connected already (see hierarchy); the relabelling
-    # guarantees it. On a coarse grid the cut is taken there and enlarged (the same regions
-    # as the cut of the enlarged ucm2, for a quarter of the work).
-    labels = label(ucm2_to_labels(hierarchy.ucm2, threshold), background=0, connectivity=1).astype(np.int32)
-    ucm2 = hierarchy.ucm2
+        # ucm2_to_labels' regions are 4-connected already (see hierarchy); the relabelling
+        # guarantees it.
+        labels = label(ucm2_to_labels(ucm2, threshold), background=0, connectivity=1).astype(np.int32)
     if factor > 1:
         labels = upsample_labels(labels, rgb.shape[:2])
         ucm2 = upsample_ucm2(ucm2, rgb.shape[:2])
@@ -485,5 +470,5 @@ def postprocess(
     if probs is None or not options.keep_probs:
         probs = np.zeros((0, *rgb.shape[:2]), dtype=np.float32)
     return PostprocessResult(
-        labels=labels, ucm2=ucm2, probs=probs, threshold=threshold, timings=timings
+        labels=labels, ucm2=ucm2, probs=probs, threshold=threshold, timings=timings, note=note
     )

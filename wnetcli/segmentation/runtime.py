@@ -131,6 +131,69 @@ def _import_onnxruntime():
     return onnxruntime
 
 
+def _open_session(ort, path: Path, options, providers: tuple[str, ...]):
+    """An onnxruntime session of ``path``, or :class:`ModelError` saying why there is none."""
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path} is empty (0 bytes), not an exported model")
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        text = str(exc)
+        if "INVALID_PROTOBUF" in text or "Protobuf parsing failed" in text:
+            raise ModelError(f"{path} is not an ONNX model (it cannot be parsed: a truncated or other file?)") from exc
+        raise ModelError(f"cannot load model {path}: {text.splitlines()[0] if text else type(exc).__name__}") from exc
+
+
+def describe_session(session, path: Path) -> ModelInfo:
+    """The :class:`ModelInfo` of a loaded session, after checking that it is a wnet export:
+    its metadata (:meth:`ModelInfo.from_metadata`) and its input and output names and shapes.
+
+    Raises
+    ------
+    ModelError
+        Naming ``path`` and what is missing.
+    """
+    meta = session.get_modelmeta().custom_metadata_map
+    info = ModelInfo.from_metadata(dict(meta), source=str(path))
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+        raise ModelError(
+            f"{path} must have input {INPUT_NAME!r} and output {OUTPUT_NAME!r}; "
+            f"it has inputs {sorted(inputs)} and outputs {sorted(outputs)}"
+        )
+    shape = inputs[INPUT_NAME].shape
+    if len(shape) != 4 or shape[1] not in (3, "3"):
+        raise ModelError(f"{path}: input {INPUT_NAME!r} must be (N, 3, H, W), got {shape}")
+    return info
+
+
+def check_model(path: str | os.PathLike[str]) -> ModelInfo:
+    """Check that ``path`` is a wnet export that ``segment`` can run, without keeping it loaded.
+
+    It must exist, parse as ONNX, carry the wnet metadata and have the ``image`` input and
+    ``probs`` output (:func:`describe_session`). The check opens a CPU session (a few tenths
+    of a second), so that a run which will not use the model still refuses a broken one
+    before any work.
+
+    Returns
+    -------
+    ModelInfo
+
+    Raises
+    ------
+    ModelError
+        A missing, empty, unparsable or foreign file, in one line naming it.
+    """
+    ort = _import_onnxruntime()
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model not found: {path}")
+    ort.set_default_logger_severity(QUIET_SEVERITY)
+    options = onnx_session_options(1, OrtSettings())
+    return describe_session(_open_session(ort, path, options, (CPU,)), path)
+
+
 class OnnxModel:
     """An exported encoder loaded into an onnxruntime session.
 
@@ -171,12 +234,7 @@ class OnnxModel:
 
         def make_session(providers: tuple[str, ...]):
             if providers not in sessions:
-                try:
-                    sessions[providers] = ort.InferenceSession(
-                        str(path), sess_options=options, providers=list(providers)
-                    )
-                except Exception as exc:  # onnxruntime raises its own untyped errors
-                    raise ModelError(f"cannot load model {path}: {exc}") from exc
+                sessions[providers] = _open_session(ort, path, options, providers)
             return sessions[providers]
 
         def cuda_usable() -> bool:
@@ -186,22 +244,8 @@ class OnnxModel:
         self.choice = choose_providers(device, ort.get_available_providers(), cuda_usable)
         self.session = make_session(self.choice.providers)
         self.path = path
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.info = ModelInfo.from_metadata(dict(meta), source=str(path))
-        self._check_signature()
+        self.info = describe_session(self.session, path)
         self._input_dtype = np.float16 if self.info.fp16 else np.float32
-
-    def _check_signature(self) -> None:
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        outputs = {o.name for o in self.session.get_outputs()}
-        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
-            raise ModelError(
-                f"{self.path} must have input {INPUT_NAME!r} and output {OUTPUT_NAME!r}; "
-                f"it has inputs {sorted(inputs)} and outputs {sorted(outputs)}"
-            )
-        shape = inputs[INPUT_NAME].shape
-        if len(shape) != 4 or shape[1] not in (3, "3"):
-            raise ModelError(f"{self.path}: input {INPUT_NAME!r} must be (N, 3, H, W), got {shape}")
 
     @property
     def device(self) -> str:
