@@ -277,6 +277,28 @@ def test_a_killed_evaluation_leaves_no_worker_behind(tmp_path):
 
 
 @pytest.mark.needs_data
+@pytest.mark.skipif(
+    "fork" not in __import__("multiprocessing").get_all_start_methods(), reason="workers forked from the run"
+)
+def test_a_stop_signal_that_reaches_a_worker_before_its_initializer_does_not_break_the_pool(tmp_path, monkeypatch):
+    """A Ctrl-C to the whole group while the pool starts: a worker gets it before its
+    initializer ignores Ctrl-C (simulated by raising it at the initializer's start). With this
+    process's handler inherited, it raised there and the pool broke (BrokenProcessPool)."""
+    from wnetcli.evaluation import ResultsDir, api
+
+    initialize = api._init_worker
+
+    def stopped_then_initialized(run_pid: int) -> None:
+        signal.raise_signal(signal.SIGINT)
+        initialize(run_pid)
+
+    monkeypatch.setattr(api, "_init_worker", stopped_then_initialized)
+    images = find_split(bench_tree(tmp_path / "bsds", count=2), "val")
+    result = evaluate(images, ResultsDir(BENCH / "ucm2"), EvaluationOptions(thresholds=3, jobs=2))
+    assert len(result.images) == 2
+
+
+@pytest.mark.needs_data
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="signals the run's main thread (POSIX)")
 def test_a_second_stop_signal_in_the_unwinding_of_a_lock_wait_still_exits_130(tmp_path):
     """The second of two stop signals lands in the ``finally`` of the lock wait that the first

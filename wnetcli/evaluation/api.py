@@ -282,7 +282,12 @@ def _run(
         max_workers=min(options.jobs, len(images)), initializer=_init_worker, initargs=(os.getpid(),)
     )
     try:
-        futures = {pool.submit(evaluate_image, image, method, options): k for k, image in enumerate(images)}
+        # The first submit forks the workers, which start with this process's signal handlers
+        # until their initializer ignores Ctrl-C: one raised in them then broke the pool. Held
+        # back here, a stop signal does nothing in them and is raised here once all are queued;
+        # so is one that would land in the start of the pool's manager thread (wnetcli.workers).
+        with deferred_interrupts():
+            futures = {pool.submit(evaluate_image, image, method, options): k for k, image in enumerate(images)}
         for done, future in enumerate(as_completed(futures), start=1):
             results[futures[future]] = future.result()
             if progress:
