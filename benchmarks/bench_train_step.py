@@ -22,11 +22,18 @@ With ``--config FILE`` it times only that training config (over the ``small`` pr
 own batch size), with the allocator tuned: ``benchmarks/gpu_session.sh`` fits a run's schedule
 to the session's time with it.
 
+With ``--boundary`` every timed step also makes the boundary update (a boundary head,
+``boundary_weight`` 1, random soft targets; the teacher's targets are not computed), and
+``--boundary-only`` times that update alone (``ncut_weight = recon_weight = 0``: boundary-only
+fine-tuning). Both report ``step_s`` like the others, so the cost of the third update is the
+difference to a run without the flag.
+
 Usage::
 
     .venv/bin/python benchmarks/bench_train_step.py                  # CPU, 2 threads
     .venv/bin/python benchmarks/bench_train_step.py --device cuda    # bf16 autocast, channels_last
     .venv/bin/python benchmarks/bench_train_step.py --compare-optimizers ../shared/data/photos --steps 80
+    .venv/bin/python benchmarks/bench_train_step.py --small-only --boundary        # with the boundary update
     python3 benchmarks/bench_train_step.py --device cuda --config wnetcli/models/gpu-train.toml
 """
 
@@ -46,21 +53,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 
 def run_variant(
-    preset: str, batch: int | None, device: str, threads: int, repeats: int, config_file: str | None = None
+    preset: str, batch: int | None, device: str, threads: int, repeats: int, config_file: str | None = None,
+    boundary: str = "",
 ) -> dict:
     """Time training steps of ``preset`` (and ``config_file`` over it) at ``batch`` (None: the
-    config's) in this process (call in a fresh subprocess)."""
+    config's) in this process (call in a fresh subprocess). ``boundary``: ``""`` (Algorithm 1
+    only), ``"with"`` (plus the boundary update) or ``"only"`` (the boundary update alone)."""
     import torch
 
     from training.config import resolve_train_config
     from training.distributed import DistributedContext
     from training.model import WNet, count_parameters
-    from training.trainer import Algorithm1, algorithm1_step, make_optimizers
+    from training.trainer import Algorithm1, algorithm1_step, make_boundary_optimizer, make_optimizers
     from wnetcli.tuning import tune_malloc
 
     tuned = tune_malloc()  # returns False under WNET_NO_MALLOC_TUNING=1
     torch.set_num_threads(threads)
-    config = resolve_train_config(preset, config_file, {"batch_size": batch})
+    overrides = {"batch_size": batch}
+    if boundary:
+        overrides.update(boundaries_from="default", boundary_weight=1.0)
+    if boundary == "only":
+        overrides.update(ncut_weight=0.0, recon_weight=0.0)
+    config = resolve_train_config(preset, config_file, overrides)
     torch.manual_seed(0)
     cuda = device == "cuda"
     memory_format = torch.channels_last if cuda and config.channels_last else torch.contiguous_format
@@ -71,12 +85,21 @@ def run_variant(
     shape = (config.batch_size, 3, config.size, config.size)
     images = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 255
     images = images.to(device).contiguous(memory_format=memory_format)
+    boundary_optimizer = boundary_batch = None
+    if boundary:
+        boundary_optimizer = make_boundary_optimizer(model, config)
+        generator = torch.Generator().manual_seed(1)
+        # Sparse soft targets, as a teacher's: about 5% of the pixels on a border.
+        targets = torch.rand(shape[0], 1, *shape[2:], generator=generator)
+        targets = torch.where(targets > 0.95, targets, torch.zeros(()))
+        boundary_batch = (images, targets.to(device).contiguous(memory_format=memory_format))
     times = []
     for step in range(repeats + 1):
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        algorithm1_step(step_module, encoder_optimizer, full_optimizer, images, config, step, context)
+        algorithm1_step(step_module, encoder_optimizer, full_optimizer, images, config, step, context,
+                        boundary_optimizer=boundary_optimizer, boundary_batch=boundary_batch)
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -87,6 +110,7 @@ def run_variant(
     return {
         "preset": preset,
         "config_file": config_file,
+        "boundary_update": boundary or "no",
         "base_width": config.model.base_width,
         "k": config.model.k,
         "size": config.size,
@@ -146,6 +170,7 @@ def _spawn(preset: str, batch: int | None, args, tuned: bool, config_file: str |
                "--threads", str(args.threads), "--repeats", str(args.repeats)]
     command += [] if batch is None else ["--worker-batch", str(batch)]
     command += [] if config_file is None else ["--config", config_file]
+    command += ["--boundary-only"] if args.boundary_only else ["--boundary"] if args.boundary else []
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise SystemExit(f"worker {preset} failed:\n{done.stderr[-2000:]}")
@@ -165,12 +190,15 @@ def main() -> None:
         "--config", metavar="FILE",
         help="time only this training config (TOML/JSON over the small preset, its own batch), malloc tuned",
     )
+    parser.add_argument("--boundary", action="store_true", help="each step also makes the boundary update")
+    parser.add_argument("--boundary-only", action="store_true", help="time the boundary update alone")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-batch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        boundary = "only" if args.boundary_only else "with" if args.boundary else ""
         print(json.dumps(run_variant(args.worker, args.worker_batch, args.device, args.threads, args.repeats,
-                                     args.config)))
+                                     args.config, boundary)))
         return
     if args.config:
         print(json.dumps({"benchmark": "train_step", "results": [_spawn("small", None, args, True, args.config)]},

@@ -1,7 +1,10 @@
 """Checkpoint -> self-describing ONNX encoder (``wnet export``).
 
 The graph computes :meth:`training.model.WNet.encode_aligned`: input ``image`` (N, 3, H, W)
-RGB on 0..255, output ``probs`` (N, K, H, W) softmax; batch, height and width are dynamic.
+RGB on 0..255, output ``probs`` (N, K, H, W) softmax; batch, height and width are dynamic. A
+network with a boundary head gets a second output ``boundaries`` (N, 1, H, W) in [0, 1]
+(:meth:`~training.model.WNet.encode_with_boundaries_aligned`), listed in the metadata's
+``wnet.outputs``.
 H and W must be multiples of ``2**depth``: the *runtime* pads (``numpy.pad`` reflect, bottom
 and right) and crops, as the metadata states. Padding inside the graph was not chosen: the
 repeated reflection numpy does for pads wider than the image needs a data-dependent loop,
@@ -36,7 +39,7 @@ from training.model import WNet
 from wnetcli import __version__
 from wnetcli.atomic import atomic_path
 from wnetcli.errors import TRAIN_EXTRA_HINT, DependencyError, InputError, ModelError
-from wnetcli.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from wnetcli.model_info import BOUNDARIES_NAME, INPUT_NAME, OUTPUT_NAME, ModelInfo
 
 EXPORTERS = ("torchscript", "dynamo")
 #: Export fails (and writes nothing) when onnxruntime and PyTorch differ by more than this.
@@ -100,8 +103,9 @@ class ExportResult:
         opset: its ONNX opset.
         exporter: ``"torchscript"`` or ``"dynamo"``.
         fp16: whether the graph is float16.
-        max_abs_diff: ``"HxW"`` -> max absolute difference of the probabilities between the
-            onnxruntime CPU session and :meth:`training.model.WNet.encode` (float32).
+        max_abs_diff: ``"HxW"`` -> max absolute difference of the probabilities (and of the
+            boundary map, for a two-output graph) between the onnxruntime CPU session and
+            :meth:`training.model.WNet.encode` (float32).
         tolerance: the limit the differences were checked against.
         seconds: wall time of the whole export, verification included.
         info: the metadata written into the file.
@@ -179,8 +183,9 @@ def _quiet_logger(name: str) -> Iterator[None]:
 
 
 def _torch_export(module: torch.nn.Module, example: torch.Tensor, path: Path, *, exporter: str, opset: int,
-                  multiple: int) -> None:
-    """Run torch's ONNX exporter on ``module`` with dynamic N, H, W, writing ``path``."""
+                  multiple: int, outputs: tuple[str, ...] = (OUTPUT_NAME,)) -> None:
+    """Run torch's ONNX exporter on ``module`` with dynamic N, H, W, writing ``path``; ``outputs``
+    names the module's outputs."""
     with warnings.catch_warnings(), torch.no_grad(), _quiet_logger("torch.onnx"):
         # The TorchScript exporter warns that it is deprecated on every call (see module
         # docstring); the dynamo one logs that torchvision's ops are not registered.
@@ -190,8 +195,8 @@ def _torch_export(module: torch.nn.Module, example: torch.Tensor, path: Path, *,
         if exporter == "torchscript":
             axes = {0: "N", 2: "H", 3: "W"}
             torch.onnx.export(
-                module, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes}, opset_version=opset, dynamo=False,
+                module, (example,), str(path), input_names=[INPUT_NAME], output_names=list(outputs),
+                dynamic_axes={name: axes for name in (INPUT_NAME, *outputs)}, opset_version=opset, dynamo=False,
             )
             return
         dim = torch.export.Dim
@@ -200,7 +205,7 @@ def _torch_export(module: torch.nn.Module, example: torch.Tensor, path: Path, *,
         shapes = ({0: dim("N", min=1, max=4096), 2: multiple * dim("h", min=1, max=4096),
                    3: multiple * dim("w", min=1, max=4096)},)
         torch.onnx.export(
-            module, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            module, (example,), str(path), input_names=[INPUT_NAME], output_names=list(outputs),
             dynamic_shapes=shapes, opset_version=opset, dynamo=True, external_data=False, verbose=False,
         )
 
@@ -216,15 +221,22 @@ def _annotate(path: Path, info: ModelInfo, *, exporter: str, fused: bool) -> Non
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     model.producer_name, model.producer_version = "wnet", __version__
+    boundaries = f", {BOUNDARIES_NAME} (N,1,H,W) in [0,1]" if BOUNDARIES_NAME in info.outputs else ""
     model.doc_string = (
-        f"W-Net encoder: {INPUT_NAME} float (N,3,H,W) RGB 0..255 -> {OUTPUT_NAME} (N,{info.k},H,W) softmax; "
-        f"H and W must be multiples of {info.pad_multiple} (pad bottom/right with numpy reflect, then crop)."
+        f"W-Net encoder: {INPUT_NAME} float (N,3,H,W) RGB 0..255 -> {OUTPUT_NAME} (N,{info.k},H,W) softmax"
+        f"{boundaries}; H and W must be multiples of {info.pad_multiple} (pad bottom/right with numpy reflect, "
+        f"then crop)."
     )
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"the exported graph fails onnx.checker: {str(exc).splitlines()[0]}") from exc
     onnx.save(model, str(path))
+
+
+def model_outputs(wnet: WNet) -> tuple[str, ...]:
+    """The outputs of ``wnet``'s export: ``("probs", "boundaries")`` with a boundary head, else ``("probs",)``."""
+    return (OUTPUT_NAME, BOUNDARIES_NAME) if wnet.config.boundary_head else (OUTPUT_NAME,)
 
 
 def _output_path(checkpoint: Path, out: str | os.PathLike[str] | None) -> Path:
@@ -247,7 +259,8 @@ def export_model(wnet: WNet, path: Path, info: ModelInfo, options: ExportOptions
     path : Path
         Where the ``.onnx`` file goes; nothing appears there unless verification passes.
     info : ModelInfo
-        Metadata to write (its ``fp16`` must match ``options.fp16``).
+        Metadata to write (its ``fp16`` must match ``options.fp16``, its ``outputs`` the
+        network: ``("probs", "boundaries")`` with a boundary head, else ``("probs",)``).
     options : ExportOptions
     progress : callable (done, total), optional
         Called after each stage: export, check, then one call per verification size.
@@ -263,6 +276,8 @@ def export_model(wnet: WNet, path: Path, info: ModelInfo, options: ExportOptions
     start = time.perf_counter()
     if info.fp16 != options.fp16:
         raise ValueError(f"info.fp16={info.fp16} contradicts options.fp16={options.fp16}")
+    if info.outputs != model_outputs(wnet):
+        raise ValueError(f"info.outputs={info.outputs} contradicts the network's {model_outputs(wnet)}")
     require_onnx()
     opset = options.opset or default_opset(options.exporter)
     sizes = options.verify_sizes or default_sizes(wnet.config.pad_multiple)
@@ -277,7 +292,8 @@ def export_model(wnet: WNet, path: Path, info: ModelInfo, options: ExportOptions
     try:
         with atomic_path(path) as tmp:
             try:
-                _torch_export(module, example, tmp, exporter=options.exporter, opset=opset, multiple=multiple)
+                _torch_export(module, example, tmp, exporter=options.exporter, opset=opset, multiple=multiple,
+                              outputs=info.outputs)
             except ImportError as exc:  # the dynamo exporter needs onnxscript
                 raise DependencyError(f"the {options.exporter} exporter needs {exc.name or exc}; "
                                       f"{TRAIN_EXTRA_HINT}") from exc
@@ -352,5 +368,6 @@ def export_onnx(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str] 
             if options.short_side is None
             else options.short_side
         ),
+        outputs=model_outputs(wnet),
     )
     return export_model(wnet, target, info, options, progress)

@@ -72,10 +72,12 @@ def _pointwise_of(upsampler: nn.Module) -> nn.Conv2d | None:
     return None
 
 
-def _fold_module_output(module: nn.Sequential, conv: nn.Conv2d) -> None:
-    """Fold the last BatchNorm of a W-Net module into ``conv`` and drop it from the module."""
+def _fold_module_output(module: nn.Sequential, *convs: nn.Conv2d) -> None:
+    """Fold the last BatchNorm of a W-Net module into each of ``convs`` (all the convolutions
+    that read the module's output) and drop it from the module."""
     index = max(i for i, layer in enumerate(module) if isinstance(layer, nn.BatchNorm2d))
-    fold_batchnorm_into_pointwise(module[index], conv)
+    for conv in convs:
+        fold_batchnorm_into_pointwise(module[index], conv)
     module[index] = nn.Identity()
 
 
@@ -83,9 +85,10 @@ def fuse_encoder(encoder: nn.Module) -> nn.Module:
     """Fold BatchNorms into following 1x1 convolutions of a U-Net (in place) and return it.
 
     ``encoder`` is a :class:`training.model.UNet` in eval mode. The last BatchNorm of the
-    last up module always folds into the head; those feeding a ``resize_conv`` upsampler
-    fold into its convolution. The skip connections are untouched: a down module's output
-    feeds both a skip and a max-pooling, so its BatchNorm stays.
+    last up module always folds into the head (and into the boundary head, which reads the
+    same features); those feeding a ``resize_conv`` upsampler fold into its convolution. The
+    skip connections are untouched: a down module's output feeds both a skip and a
+    max-pooling, so its BatchNorm stays.
     """
     if encoder.training:
         raise ValueError("fuse_encoder needs an eval-mode network (BatchNorm running statistics)")
@@ -94,14 +97,17 @@ def fuse_encoder(encoder: nn.Module) -> nn.Module:
         conv = _pointwise_of(upsampler)
         if conv is not None:
             _fold_module_output(module, conv)
-    _fold_module_output(encoder.up[-1], encoder.head)
+    heads = [encoder.head] if encoder.boundary_head is None else [encoder.head, encoder.boundary_head]
+    _fold_module_output(encoder.up[-1], *heads)
     return encoder
 
 
 class ExportableEncoder(nn.Module):
-    """What the ONNX graph computes: RGB 0..255 (N, 3, H, W) -> softmax probabilities (N, K, H, W).
+    """What the ONNX graph computes: RGB 0..255 (N, 3, H, W) -> softmax probabilities (N, K, H, W),
+    and for a network with a boundary head also the boundary map (N, 1, H, W) in [0, 1].
 
-    The same function as :meth:`training.model.WNet.encode_aligned` (H and W multiples of
+    The same function as :meth:`training.model.WNet.encode_aligned` (or
+    :meth:`~training.model.WNet.encode_with_boundaries_aligned`; H and W multiples of
     ``2**depth``), with the softmax spelled out over axis 1 (see the module docstring) and,
     with ``fuse=True``, the encoder rewritten by :func:`fuse_encoder`. Holds a deep copy:
     the given network is not modified.
@@ -117,8 +123,12 @@ class ExportableEncoder(nn.Module):
         self.normalize = wnet.normalize
         self.eval()
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.encoder(self.normalize(images))
+    def forward(self, images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        features = self.encoder.features(self.normalize(images))
+        logits = self.encoder.head(features)
         # Stable softmax over K, written out: onnxruntime's Softmax on a non-last axis transposes.
         exp = torch.exp(logits - logits.amax(dim=1, keepdim=True))
-        return exp / exp.sum(dim=1, keepdim=True)
+        probs = exp / exp.sum(dim=1, keepdim=True)
+        if self.encoder.boundary_head is None:
+            return probs
+        return probs, torch.sigmoid(self.encoder.boundary_head(features))

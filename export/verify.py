@@ -1,6 +1,7 @@
 """Check an exported encoder against PyTorch, the way ``wnet segment`` will run it.
 
-Each check feeds the same random RGB batch to :meth:`training.model.WNet.encode` (float32,
+Each check feeds the same random RGB batch to :meth:`training.model.WNet.encode` (or
+:meth:`~training.model.WNet.encode_with_boundaries` for a two-output graph; float32,
 padding and cropping in torch) and to an onnxruntime CPU session of the exported file, with
 the input padded by ``numpy.pad(mode="reflect")`` on the bottom and right to the model's
 multiple and the output cropped, exactly as the segment runtime does. So a check covers
@@ -20,7 +21,7 @@ import torch
 
 from training.model import WNet
 from wnetcli.errors import ModelError
-from wnetcli.model_info import INPUT_NAME, OUTPUT_NAME
+from wnetcli.model_info import BOUNDARIES_NAME, INPUT_NAME, OUTPUT_NAME
 from wnetcli.ort_options import onnx_session_options
 
 
@@ -40,7 +41,8 @@ def pad_reflect(images: np.ndarray, multiple: int) -> np.ndarray:
 
 def max_abs_difference(path: str | os.PathLike[str], wnet: WNet, height: int, width: int, *, batch: int = 2,
                        fp16: bool = False, seed: int = 0) -> float:
-    """Largest |onnxruntime - PyTorch| over the probabilities of one random batch.
+    """Largest |onnxruntime - PyTorch| over the outputs of one random batch: the probabilities,
+    and the boundary map of a network with a boundary head.
 
     Parameters
     ----------
@@ -60,7 +62,7 @@ def max_abs_difference(path: str | os.PathLike[str], wnet: WNet, height: int, wi
     Returns
     -------
     float
-        The maximum absolute difference (probabilities are in 0..1).
+        The maximum absolute difference over all outputs (each is in 0..1).
     """
     import onnxruntime as ort
 
@@ -68,15 +70,23 @@ def max_abs_difference(path: str | os.PathLike[str], wnet: WNet, height: int, wi
     rng = np.random.default_rng(seed)
     images = rng.uniform(0.0, 255.0, size=(batch, 3, height, width)).astype(np.float32)
     with torch.inference_mode():
-        expected = wnet.encode(torch.from_numpy(images)).numpy()
+        tensors = torch.from_numpy(images)
+        if wnet.config.boundary_head:
+            names, expected = (OUTPUT_NAME, BOUNDARIES_NAME), wnet.encode_with_boundaries(tensors)
+        else:
+            names, expected = (OUTPUT_NAME,), (wnet.encode(tensors),)
     try:
         session = ort.InferenceSession(str(path), sess_options=onnx_session_options(),
                                        providers=["CPUExecutionProvider"])
         feed = pad_reflect(images, multiple).astype(np.float16 if fp16 else np.float32)
-        (probs,) = session.run([OUTPUT_NAME], {INPUT_NAME: feed})
+        results = session.run(list(names), {INPUT_NAME: feed})
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelError(f"onnxruntime cannot run the exported graph: {str(exc).strip().splitlines()[0]}") from exc
-    got = probs[:, :, :height, :width].astype(np.float32)
-    if got.shape != expected.shape:
-        raise ModelError(f"the exported graph returns {probs.shape} for input {feed.shape}; expected {expected.shape}")
-    return float(np.abs(got - expected).max())
+    worst = 0.0
+    for name, result, reference in zip(names, results, expected, strict=True):
+        got = result[:, :, :height, :width].astype(np.float32)
+        if got.shape != reference.shape:
+            raise ModelError(f"the exported graph's {name} is {result.shape} for input {feed.shape}; "
+                             f"expected {tuple(reference.shape)}")
+        worst = max(worst, float(np.abs(got - reference.numpy()).max()))
+    return worst

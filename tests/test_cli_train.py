@@ -130,13 +130,16 @@ def test_without_torch_it_says_how_to_install(tmp_path):
     assert "pip install 'wnet[train]'" in done.stderr
 
 
-def test_two_processes_under_torchrun_keep_identical_weights(tmp_path, data, tiny_config):
+@pytest.mark.parametrize("boundaries", [False, True], ids=["algorithm1", "with_boundaries"])
+def test_two_processes_under_torchrun_keep_identical_weights(tmp_path, data, tiny_config, boundaries):
     pytest.importorskip("torch")
     out = tmp_path / "ddp"
+    # With boundaries each process computes its share of the teacher's targets, then all wait.
+    extra = ["--boundaries-from", "fast", "--teacher-cache", str(tmp_path / "cache")] if boundaries else []
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "wnetcli", "train", "--data", str(data), "--out", str(out), "--config", str(tiny_config),
-        "--iterations", "3", *TINY_FLAGS,
+        "--iterations", "3", *TINY_FLAGS, *extra,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
@@ -152,6 +155,9 @@ def test_two_processes_under_torchrun_keep_identical_weights(tmp_path, data, tin
     payload = read_checkpoint(out / "last.pt")
     assert payload["step"] == 3
     assert all(torch.isfinite(t).all() for t in payload["model"].values() if t.is_floating_point())
+    if boundaries:
+        assert all(r["boundary"] is not None for r in records[:3])
+        assert len(list((tmp_path / "cache").rglob("*.png"))) == 4
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the rank's process through /proc (Linux)")
@@ -228,3 +234,40 @@ def test_padding_and_init_from_flags_fine_tune_a_run(tmp_path, data, tiny_config
     assert result.exit_code == 1 and result.output == "error: --padding must be one of zeros, reflect, got 'circular'\n"
     result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "bad"), "--init-from", str(tmp_path / "no.pt")])
     assert result.exit_code == 1 and "checkpoint not found" in result.output
+
+
+def test_train_with_boundaries_from_a_teacher(tmp_path, data, tiny_config):
+    pytest.importorskip("torch")
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["train", "--data", str(data), "--out", str(out), "--config", str(tiny_config), *TINY_FLAGS,
+            "--iterations", "2", "--boundaries-from", "fast", "--teacher-cache", str(cache)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "teacher: 4/4" in result.output
+    assert "step 1/2: ncut" in result.output and ", boundary " in result.output
+    assert "done: step 2" in result.output and "boundary" in result.output.splitlines()[-1]
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["boundaries_from"], saved["boundary_weight"], saved["model"]["boundary_head"]) == ("fast", 1.0, True)
+    assert len(list(cache.rglob("*.png"))) == 4
+    # Boundary-only fine-tuning from that run, with the teacher's targets read from the cache.
+    tuned = tmp_path / "tuned"
+    result = CliRunner().invoke(app, [*args[:4], str(tuned), *args[5:], "--init-from", str(out / "last.pt"),
+                                      "--ncut-weight", "0", "--recon-weight", "0", "--boundary-weight", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "step 1/2: ncut -, recon -, boundary " in result.output
+    assert json.loads((tuned / "config.json").read_text())["boundary_weight"] == 0.5
+    bad = CliRunner().invoke(app, [*args[:4], str(tmp_path / "bad"), *args[5:-4], "--boundary-weight", "1"])
+    assert bad.exit_code == 1 and "needs boundaries_from" in bad.output
+
+
+def test_export_of_a_boundary_run_has_two_outputs(tmp_path, data, tiny_config):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(out), "--config", str(tiny_config),
+                                      *TINY_FLAGS, "--iterations", "1", "--boundaries-from", "fast",
+                                      "--teacher-cache", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["export", str(out / "last.pt")])
+    assert result.exit_code == 0, result.output
+    assert "probs, boundaries" in result.output

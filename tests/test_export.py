@@ -20,14 +20,14 @@ from typer.testing import CliRunner  # noqa: E402
 
 from export import ExportOptions, export_onnx, onnx_export  # noqa: E402
 from export.optimize import ExportableEncoder  # noqa: E402
-from export.verify import max_abs_difference  # noqa: E402
+from export.verify import max_abs_difference, pad_reflect  # noqa: E402
 from training.checkpoint import file_sha256, load_checkpoint, save_checkpoint  # noqa: E402
 from training.config import ModelConfig  # noqa: E402
 from training.model import WNet  # noqa: E402
 from wnetcli import __version__  # noqa: E402
 from wnetcli.cli import app  # noqa: E402
 from wnetcli.errors import InputError, ModelError  # noqa: E402
-from wnetcli.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo  # noqa: E402
+from wnetcli.model_info import BOUNDARIES_NAME, INPUT_NAME, OUTPUT_NAME, ModelInfo  # noqa: E402
 
 runner = CliRunner()
 TINY = {"k": 4, "base_width": 4, "depth": 2}
@@ -199,6 +199,70 @@ def test_failed_verification_writes_nothing(checkpoint, tmp_path, monkeypatch):
     assert result.tolerance == 0.5 and result.path.is_file()
 
 
+# --- two outputs: a boundary head -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("upsampling", ["transposed", "resize_conv"])
+def test_boundary_head_folds_like_the_k_way_head(upsampling):
+    wnet = random_wnet(upsampling=upsampling, boundary_head=True)
+    module = ExportableEncoder(wnet, fuse=True)
+    images = torch.rand(2, 3, 12, 20) * 255
+    with torch.no_grad():
+        probs, boundaries = module(images)
+        expected_probs, expected_boundaries = wnet.encode_with_boundaries_aligned(images)
+    np.testing.assert_allclose(probs.numpy(), expected_probs.numpy(), atol=1e-6)
+    np.testing.assert_allclose(boundaries.numpy(), expected_boundaries.numpy(), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def two_outputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("boundaries")
+    checkpoint = save_checkpoint(folder / "headed.pt", random_wnet(boundary_head=True), step=7)
+    return checkpoint, export_onnx(checkpoint, folder / "headed.onnx")
+
+
+def test_two_output_export_matches_pytorch_and_says_so(two_outputs):
+    checkpoint, result = two_outputs
+    assert result.info.outputs == (OUTPUT_NAME, BOUNDARIES_NAME)
+    assert all(diff <= onnx_export.TOLERANCE[False] for diff in result.max_abs_diff.values())
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["probs", "boundaries"]
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    assert props["wnet.outputs"] == "probs,boundaries"
+    assert ModelInfo.from_metadata(props) == result.info
+    assert "boundaries (N,1,H,W)" in onnx.load(str(result.path)).doc_string
+    # Both outputs against PyTorch, at an odd size padded the way the runtime pads.
+    wnet = load_checkpoint(checkpoint)
+    images = np.random.default_rng(1).uniform(0, 255, (2, 3, 9, 13)).astype(np.float32)
+    probs, boundaries = session.run(None, {INPUT_NAME: pad_reflect(images, wnet.config.pad_multiple)})
+    with torch.no_grad():
+        expected_probs, expected_boundaries = wnet.encode_with_boundaries(torch.from_numpy(images))
+    np.testing.assert_allclose(probs[:, :, :9, :13], expected_probs.numpy(), atol=1e-4)
+    np.testing.assert_allclose(boundaries[:, :, :9, :13], expected_boundaries.numpy(), atol=1e-4)
+    assert boundaries.shape == (2, 1, 12, 16) and boundaries.min() >= 0 and boundaries.max() <= 1
+
+
+def test_verification_covers_the_boundary_output(two_outputs, monkeypatch):
+    checkpoint, result = two_outputs
+    wnet = load_checkpoint(checkpoint)
+    assert max_abs_difference(result.path, wnet, 6, 7) < 1e-4
+    # A boundary head that differs from the exported one is caught, though the probabilities agree.
+    with torch.no_grad():
+        wnet.encoder.boundary_head.bias += 1.0
+    assert max_abs_difference(result.path, wnet, 6, 7) > 1e-2
+
+
+def test_one_output_files_keep_their_meaning():
+    old = ModelInfo(k=4, pad_multiple=4).to_metadata()
+    assert old["wnet.outputs"] == "probs"
+    del old["wnet.outputs"]  # a file exported before the key existed
+    assert ModelInfo.from_metadata(old).outputs == (OUTPUT_NAME,)
+    with pytest.raises(ModelError, match="malformed"):
+        ModelInfo.from_metadata({**old, "wnet.outputs": "boundaries"})
+    with pytest.raises(ValueError, match="outputs must be probs"):
+        ModelInfo(k=4, pad_multiple=4, outputs=("probs", "edges"))
+
+
 # --- the command line -------------------------------------------------------------------
 
 
@@ -208,6 +272,7 @@ def test_cli_exports_and_prints_the_differences(checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     assert out.is_file()
     assert "max |ort - torch|" in result.output and "torchscript / 17" in result.output
+    assert "outputs" in result.output and "probs" in result.output
 
 
 def _bad_checkpoint(kind: str, good: Path, folder: Path) -> Path:

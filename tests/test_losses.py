@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -9,6 +11,7 @@ torch = pytest.importorskip("torch")
 from training.losses import (  # noqa: E402 - after the importorskip
     EPSILON,
     apply_affinity,
+    balanced_bce_loss,
     half_disc_offsets,
     intensity,
     reconstruction_loss,
@@ -227,3 +230,43 @@ def test_cuda_matches_cpu():
     cuda = loss_and_grad(soft_ncut_loss, probs.cuda(), images.cuda(), **PAPER)
     torch.testing.assert_close(cuda[0].cpu(), cpu[0], rtol=1e-5, atol=0)
     torch.testing.assert_close(cuda[1].cpu(), cpu[1], rtol=1e-4, atol=1e-5 * cpu[1].abs().max().item())
+
+
+def test_balanced_bce_matches_a_hand_computation():
+    # Image 1: targets (0, 0, 0.5, 1) -> beta = 2/4 zeros; image 2: (0, 0, 0, 0.25) -> beta = 3/4.
+    logits = torch.tensor([[[[0.0, 2.0], [-1.0, 3.0]]], [[[1.0, -2.0], [0.5, -0.5]]]], dtype=torch.float64)
+    targets = torch.tensor([[[[0.0, 0.0], [0.5, 1.0]]], [[[0.0, 0.0], [0.0, 0.25]]]], dtype=torch.float64)
+
+    def bce(x, t):
+        s = 1 / (1 + math.exp(-x))
+        return -(t * math.log(s) + (1 - t) * math.log(1 - s))
+
+    per_image = []
+    for n, beta in ((0, 0.5), (1, 0.75)):
+        total = 0.0
+        for x, t in zip(logits[n].flatten().tolist(), targets[n].flatten().tolist(), strict=True):
+            total += (beta if t > 0 else 1 - beta) * bce(x, t)
+        per_image.append(total / 4)
+    expected = sum(per_image) / 2
+    assert balanced_bce_loss(logits, targets).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_balanced_bce_gradient_pushes_boundaries_up_and_the_rest_down():
+    logits = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    targets = torch.zeros(1, 1, 4, 4)
+    targets[..., 1, :] = 1.0  # one boundary row: 4 of 16 pixels
+    balanced_bce_loss(logits, targets).backward()
+    grad = logits.grad[0, 0]
+    assert (grad[1] < 0).all() and (grad[[0, 2, 3]] > 0).all()
+    # Balanced: the rare boundary pixels pull as hard, in total, as the many others push.
+    assert grad[1].sum().item() == pytest.approx(-grad[[0, 2, 3]].sum().item(), rel=1e-6)
+
+
+def test_balanced_bce_under_bfloat16_is_float32_and_checks_shapes():
+    logits = torch.randn(2, 1, 5, 6).to(torch.bfloat16)
+    loss = balanced_bce_loss(logits, torch.rand(2, 1, 5, 6))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    with pytest.raises(InputError, match=r"\(N, 1, H, W\)"):
+        balanced_bce_loss(torch.zeros(2, 2, 5, 6), torch.zeros(2, 2, 5, 6))
+    with pytest.raises(InputError):
+        balanced_bce_loss(torch.zeros(2, 1, 5, 6), torch.zeros(2, 1, 5, 5))

@@ -130,3 +130,67 @@ def test_reflect_padding_hides_the_image_border(padding_mode):
         assert spread < 1e-5
     else:
         assert spread > 1e-3
+
+
+@pytest.mark.parametrize("height, width", [(17, 23), (1, 5), (32, 32), (31, 9)])
+def test_boundary_head_shapes_and_range_at_odd_sizes(height, width):
+    model = WNet(ModelConfig(**TINY, boundary_head=True)).eval()
+    images = _images(2, height, width)
+    with torch.no_grad():
+        probs, boundaries = model.encode_with_boundaries(images)
+        logits = model.boundary_logits(images)
+        encoded = model.encode(images)
+    assert probs.shape == (2, 3, height, width) and boundaries.shape == logits.shape == (2, 1, height, width)
+    assert boundaries.min() >= 0 and boundaries.max() <= 1
+    # One encoder pass feeds both heads: the same probabilities as encode, the sigmoid of the logits.
+    torch.testing.assert_close(probs, encoded)
+    torch.testing.assert_close(boundaries, torch.sigmoid(logits))
+
+
+def test_boundary_head_reads_the_features_that_feed_the_k_way_head():
+    model = WNet(ModelConfig(**TINY, boundary_head=True)).eval()
+    images = _images(1, 16, 16)
+    with torch.no_grad():
+        features = model.encoder.features(model.normalize(images))
+        torch.testing.assert_close(model.encoder(model.normalize(images)), model.encoder.head(features))
+        torch.testing.assert_close(model.boundary_logits(images), model.encoder.boundary_head(features))
+    assert features.shape == (1, TINY["base_width"], 16, 16)
+    # The head is a 1x1 convolution to one channel; the decoder gets none.
+    assert model.encoder.boundary_head.kernel_size == (1, 1) and model.encoder.boundary_head.out_channels == 1
+    assert model.decoder.boundary_head is None
+
+
+def test_a_network_without_boundary_head_says_so():
+    from wnetcli.errors import ModelError
+
+    model = WNet(ModelConfig(**TINY))
+    assert model.encoder.boundary_head is None
+    with pytest.raises(ModelError, match="no boundary head"):
+        model.encode_with_boundaries(_images(1, 8, 8))
+
+
+def test_boundary_head_adds_only_its_parameters_and_keeps_the_others_in_order():
+    plain, headed = WNet(ModelConfig(**TINY)), WNet(ModelConfig(**TINY, boundary_head=True))
+    assert count_parameters(headed) - count_parameters(plain) == TINY["base_width"] + 1
+    extra = [name for name in headed.state_dict() if name not in plain.state_dict()]
+    assert extra == ["encoder.boundary_head.weight", "encoder.boundary_head.bias"]
+    # Optimizer states are stored by parameter position: the head comes after the encoder's own.
+    names = [name for name, _ in headed.encoder.named_parameters()]
+    assert names[-2:] == ["boundary_head.weight", "boundary_head.bias"]
+
+
+def test_checkpoints_without_the_boundary_head_key_load_as_before(tmp_path):
+    from training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = WNet(ModelConfig(**TINY)).eval()
+    path = save_checkpoint(tmp_path / "old.pt", model, step=3)
+    # A checkpoint written before the head existed has no boundary_head key in its config.
+    payload = read_checkpoint(path)
+    del payload["model_config"]["boundary_head"]
+    torch.save(payload, path)
+    loaded = load_checkpoint(path)
+    assert loaded.config.boundary_head is False and loaded.encoder.boundary_head is None
+    images = _images(1, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(images), model.encode(images))

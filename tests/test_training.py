@@ -257,14 +257,19 @@ def _two_region_image(rng: np.random.Generator, size: int = 32) -> np.ndarray:
     return np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
 
 
+def _two_region_folder(folder, count: int):
+    """``count`` images of :func:`_two_region_image` written to ``folder`` (created); returns it."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(_two_region_image(rng)).save(folder / f"{i}.png")
+    return folder
+
+
 def test_a_short_run_separates_two_regions(tmp_path):
     from training.checkpoint import load_checkpoint
 
-    folder = tmp_path / "two"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(16):
-        Image.fromarray(_two_region_image(rng)).save(folder / f"{i}.png")
+    folder = _two_region_folder(tmp_path / "two", 16)
     config = TrainConfig(
         model=ModelConfig(k=2, base_width=8, depth=2, dropout=0.0), iterations=200, batch_size=8, size=32,
         optimizer="adam", lr=0.01, min_crop_area=1.0, log_every=0, sample_every=0, checkpoint_every=0,
@@ -298,3 +303,107 @@ def test_cuda_training_with_bf16_autocast_and_channels_last(tmp_path, data):
     assert np.isfinite(result.last["ncut"]) and np.isfinite(result.last["recon"])
     payload = read_checkpoint(tmp_path / "run" / "last.pt")  # saved on the CPU, loadable anywhere
     assert all(t.device.type == "cpu" for t in payload["model"].values())
+
+
+BOUNDARY = TrainConfig.from_dict(
+    {"boundaries_from": "fast", "boundary_weight": 1.0, "boundary_head": True, "teacher_mirror": False}, base=TINY
+)
+
+
+def test_boundary_only_training_updates_the_encoder_and_its_head(tmp_path, data):
+    from training.model import WNet
+
+    config = TrainConfig.from_dict({"iterations": 4, "ncut_weight": 0.0, "recon_weight": 0.0, "log_every": 1},
+                                   base=BOUNDARY)
+    torch.manual_seed(config.seed)
+    initial = WNet(config.model).state_dict()
+    teacher = []
+    train(config, data, tmp_path / "run", device="cpu", threads=1, teacher_cache=tmp_path / "cache",
+          on_teacher=lambda done, total: teacher.append((done, total)))
+    assert teacher[0] == (0, 5) and teacher[-1] == (5, 5)
+    assert len(list((tmp_path / "cache").rglob("*.png"))) == 5
+    trained = _weights(tmp_path / "run")
+    changed = {name for name in initial if not torch.equal(initial[name], trained[name])}
+    assert "encoder.boundary_head.weight" in changed and "encoder.down.0.0.weight" in changed
+    # The K-way head and the decoder get no gradient from the boundary loss.
+    assert not any(name.startswith("decoder.") or name.startswith("encoder.head.") for name in changed
+                   if name.endswith(("weight", "bias")))
+    log = _log(tmp_path / "run")
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert all(r["ncut"] is None and r["recon"] is None and np.isfinite(r["boundary"]) for r in log)
+    payload = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert set(payload["optimizers"]) == {"encoder", "full", "boundary"}
+    assert payload["optimizers"]["boundary"]["state"]  # stepped: Adam's moments are stored
+
+
+def test_boundary_training_resumes_exactly(tmp_path, data):
+    config = TrainConfig.from_dict({"iterations": 8, "checkpoint_every": 3, "log_every": 2}, base=BOUNDARY)
+    cache = {"teacher_cache": tmp_path / "cache"}
+    train(config, data, tmp_path / "straight", device="cpu", threads=1, **cache)
+    train(config, data, tmp_path / "resumed", device="cpu", threads=1, stop_after=5, **cache)
+    second = train(config, data, tmp_path / "resumed", device="cpu", threads=1, resume=True, **cache)
+    assert (second.start_step, second.step) == (5, 8)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert all(torch.equal(a[name], b[name]) for name in a), "resumed weights differ from a straight run"
+    straight = [{**r, "seconds": None} for r in _log(tmp_path / "straight")]
+    resumed = [{**r, "seconds": None} for r in _log(tmp_path / "resumed") if r["step"] != 5]
+    assert resumed == straight and all(r["boundary"] is not None for r in straight)
+
+
+def test_boundary_settings_are_checked(tmp_path, data):
+    with pytest.raises(InputError, match="needs boundaries_from"):
+        TrainConfig.from_dict({"boundary_weight": 1.0, "boundary_head": True}, base=TINY)
+    with pytest.raises(InputError, match="needs model.boundary_head"):
+        TrainConfig.from_dict({"boundary_weight": 1.0, "boundaries_from": "default"}, base=TINY)
+    with pytest.raises(InputError, match="cannot all be 0"):
+        TrainConfig.from_dict({"ncut_weight": 0.0, "recon_weight": 0.0}, base=TINY)
+    wrong = TrainConfig.from_dict({"boundaries_from": "nope"}, base=BOUNDARY)
+    with pytest.raises(InputError, match="unknown recipe 'nope'"):
+        train(wrong, data, tmp_path / "run", device="cpu", threads=1, teacher_cache=tmp_path / "cache")
+
+
+def test_init_from_a_checkpoint_without_a_boundary_head_keeps_the_heads_init(tmp_path, data):
+    train(TINY.from_dict({"iterations": 2}, base=TINY), data, tmp_path / "source", device="cpu", threads=1)
+    source = read_checkpoint(tmp_path / "source" / "last.pt")["model"]
+    tuned = BOUNDARY.from_dict({"iterations": 1, "lr": 1e-12, "init_from": str(tmp_path / "source" / "last.pt")},
+                               base=BOUNDARY)
+    train(tuned, data, tmp_path / "tuned", device="cpu", threads=1, teacher_cache=tmp_path / "cache")
+    started = _weights(tmp_path / "tuned")
+    assert all(torch.allclose(started[n], source[n], atol=1e-9) for n in source if n.endswith("weight"))
+    assert "encoder.boundary_head.weight" in started
+    # The other way round (a head in the checkpoint, none in the config) is another architecture.
+    train(tuned.from_dict({"init_from": ""}, base=tuned), data, tmp_path / "headed", device="cpu", threads=1,
+          teacher_cache=tmp_path / "cache")
+    plain = TINY.from_dict({"iterations": 1, "init_from": str(tmp_path / "headed" / "last.pt")}, base=TINY)
+    with pytest.raises(ModelError, match="other shapes"):
+        train(plain, data, tmp_path / "plain", device="cpu", threads=1)
+
+
+def test_a_short_boundary_run_learns_the_teachers_border(tmp_path):
+    from training.checkpoint import load_checkpoint
+
+    folder = _two_region_folder(tmp_path / "two", 8)
+    config = TrainConfig(
+        model=ModelConfig(k=2, base_width=8, depth=2, dropout=0.0, boundary_head=True), iterations=60, batch_size=4,
+        size=32, lr=0.01, min_crop_area=1.0, ncut_weight=0.0, recon_weight=0.0, boundary_weight=1.0,
+        boundaries_from="fast", teacher_mirror=False, log_every=0, sample_every=0, checkpoint_every=0,
+    )
+    train(config, folder, tmp_path / "run", device="cpu", threads=1, teacher_cache=tmp_path / "cache")
+    model = load_checkpoint(tmp_path / "run" / "last.pt")
+    held_out = np.stack([_two_region_image(np.random.default_rng(100 + i)) for i in range(4)])
+    with torch.no_grad():
+        _, boundaries = model.encode_with_boundaries(torch.from_numpy(held_out).permute(0, 3, 1, 2).float())
+    profile = boundaries[:, 0].mean(dim=(0, 1))  # mean over images and rows, per column
+    # The border lies between columns 15 and 16 (the teacher marks column 15).
+    assert profile[14:17].max() > 2 * torch.cat([profile[:10], profile[22:]]).max()
+
+
+@pytest.mark.gpu
+def test_cuda_boundary_training_with_bf16_autocast(tmp_path, data):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    config = TrainConfig.from_dict({"iterations": 3, "log_every": 1}, base=BOUNDARY)
+    result = train(config, data, tmp_path / "run", device="cuda", teacher_cache=tmp_path / "cache")
+    assert result.device.startswith("cuda") and result.step == 3
+    assert all(np.isfinite(r[key]) for r in _log(tmp_path / "run") for key in ("ncut", "recon", "boundary"))
+    assert "boundary" in read_checkpoint(tmp_path / "run" / "last.pt")["optimizers"]

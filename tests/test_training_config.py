@@ -59,7 +59,7 @@ def test_json_config_round_trips(tmp_path):
         ({"lr": 0.0}, "lr must be positive"),
         ({"optimizer": "rmsprop"}, "optimizer must be one of"),
         ({"lr_decay_factor": 2.0}, "lr_decay_factor"),
-        ({"ncut_weight": 0.0, "recon_weight": 0.0}, "cannot both be 0"),
+        ({"ncut_weight": 0.0, "recon_weight": 0.0}, "cannot all be 0"),
         ({"k": 1}, "k must be at least 2"),
     ],
 )
@@ -81,3 +81,25 @@ def test_bad_config_files(tmp_path):
         load_config_file(listing)
     with pytest.raises(InputError, match="preset must be one of"):
         resolve_train_config("huge")
+
+
+def test_a_teacher_means_boundary_training_unless_the_config_says_otherwise(tmp_path):
+    plain = resolve_train_config("small")
+    assert (plain.boundary_weight, plain.boundaries_from, plain.model.boundary_head) == (0.0, "", False)
+    config = resolve_train_config("small", None, {"boundaries_from": "default"})
+    assert (config.boundary_weight, config.model.boundary_head, config.teacher_mirror) == (1.0, True, True)
+    # Boundary-only fine-tuning: the other two weights may be 0 once the boundary update is on.
+    only = resolve_train_config("small", None, {"boundaries_from": "fast", "ncut_weight": 0.0, "recon_weight": 0.0})
+    assert (only.ncut_weight, only.recon_weight, only.boundary_weight) == (0.0, 0.0, 1.0)
+    path = tmp_path / "run.toml"
+    path.write_text('boundary_weight = 0.5\n[model]\nboundary_head = true\n')
+    config = resolve_train_config("small", path, {"boundaries_from": "default"})
+    assert (config.boundary_weight, config.model.boundary_head) == (0.5, True)
+    # A weight in the file that needs a teacher from the flags is checked with both together.
+    path.write_text('boundary_weight = 2.0\nboundaries_from = "fast"\n')
+    assert resolve_train_config("small", path, {"boundary_weight": 3.0}).boundary_weight == 3.0
+    path.write_text('[model]\nboundary_head = false\n')
+    with pytest.raises(InputError, match="needs model.boundary_head"):
+        resolve_train_config("small", path, {"boundaries_from": "default"})
+    with pytest.raises(InputError, match="boundary_weight must be at least 0"):
+        TrainConfig(boundary_weight=-1.0)

@@ -38,6 +38,10 @@ class ModelConfig:
             PyTorch's default) or ``"reflect"``. Zero padding marks the image border at every
             scale, which lets the network give classes to image positions (corners, the top
             strip) rather than to content; reflection hides most of that signal.
+        boundary_head: a second head on the encoder: a 1x1 convolution from the features that
+            feed the K-way head to one channel, then a sigmoid, giving a boundary map
+            (N, 1, H, W) in [0, 1] (:meth:`training.model.WNet.encode_with_boundaries`),
+            trained on a teacher hierarchy's boundaries (``TrainConfig.boundaries_from``).
     """
 
     k: int = 20
@@ -48,6 +52,7 @@ class ModelConfig:
     skip: bool = True
     dropout: float = 0.0
     padding_mode: str = "zeros"
+    boundary_head: bool = False
 
     def __post_init__(self) -> None:
         if self.k < 2:
@@ -117,6 +122,16 @@ class TrainConfig:
         ncut_weight, recon_weight: multipliers of the two losses. N-cut taking over (the
             segmentation collapses to a few bright/dark regions) is countered by a larger
             ``recon_weight``.
+        boundary_weight: multiplier of a third update per step, of the encoder and its boundary
+            head on the class-balanced boundary loss (:func:`training.losses.balanced_bce_loss`)
+            against the teacher's targets; 0: none. Needs ``boundaries_from`` and
+            ``model.boundary_head``. With it, ``ncut_weight`` and ``recon_weight`` may both be 0
+            (boundary-only fine-tuning). Like the other two, it scales the learning rate.
+        boundaries_from: the teacher: the hierarchy recipe whose ucm gives the boundary targets
+            (:func:`training.teacher.hierarchy_ucm2`; ``"default"`` or ``"fast"``); ``""``: no
+            boundary training.
+        teacher_mirror: average the teacher's ucm with that of the left-right mirrored image
+            (mirrored back), which halves the teacher's left-right asymmetries.
         ncut_radius, ncut_sigma_i, ncut_sigma_x: the soft N-cut's affinity (paper: 5, 10, 4;
             ``sigma_i`` on the 0..255 scale).
         min_crop_area: random resized crops cover between this fraction of the image and all of it.
@@ -125,9 +140,11 @@ class TrainConfig:
             this many pixels (0: never); keeps the in-memory cache and decoding cheap.
         seed: seeds the initial weights, dropout and every step's data (``seed``, step, rank).
         init_from: a checkpoint whose W-Net weights start the run instead of the seeded random
-            ones (fine-tuning; ``""``: none). Its network must have the same layer shapes;
-            settings that do not change them (``padding_mode``, ``dropout``) may differ. The
-            optimizers start fresh at step 0.
+            ones (fine-tuning; ``""``: none), or an exported ``.onnx`` (encoder only: the decoder
+            and a boundary head the file lacks keep their seeded initialisation; see
+            :func:`training.onnx_init.load_onnx_encoder`). Its network must have the same layer
+            shapes; settings that do not change them (``padding_mode``, ``dropout``) may differ.
+            The optimizers start fresh at step 0.
         checkpoint_every, log_every, sample_every: cadence in steps (0: only at the end).
         checkpoint_minutes: also write the checkpoint once this many minutes of training have
             passed since the last one (0: never on time), so that a run killed outright
@@ -152,6 +169,9 @@ class TrainConfig:
     dropout_switch_step: int = 2500
     ncut_weight: float = 1.0
     recon_weight: float = 1.0
+    boundary_weight: float = 0.0
+    boundaries_from: str = ""
+    teacher_mirror: bool = True
     ncut_radius: float = 5.0
     ncut_sigma_i: float = 10.0
     ncut_sigma_x: float = 4.0
@@ -176,9 +196,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not value > 0:
                 raise InputError(f"{name} must be positive, got {value}")
-        non_negative = ("momentum", "weight_decay", "ncut_weight", "recon_weight", "dropout_switch_step",
-                        "max_side", "seed", "checkpoint_every", "checkpoint_minutes", "log_every", "sample_every",
-                        "workers", "cache_limit")
+        non_negative = ("momentum", "weight_decay", "ncut_weight", "recon_weight", "boundary_weight",
+                        "dropout_switch_step", "max_side", "seed", "checkpoint_every", "checkpoint_minutes",
+                        "log_every", "sample_every", "workers", "cache_limit")
         for name in non_negative:
             value = getattr(self, name)
             if value < 0:
@@ -191,8 +211,12 @@ class TrainConfig:
             raise InputError(f"dropout_late must be in [0, 1), got {self.dropout_late}")
         if not 0.0 < self.min_crop_area <= 1.0:
             raise InputError(f"min_crop_area must be in (0, 1], got {self.min_crop_area}")
-        if self.ncut_weight == 0 and self.recon_weight == 0:
-            raise InputError("ncut_weight and recon_weight cannot both be 0")
+        if self.ncut_weight == 0 and self.recon_weight == 0 and self.boundary_weight == 0:
+            raise InputError("ncut_weight, recon_weight and boundary_weight cannot all be 0")
+        if self.boundary_weight > 0 and not self.boundaries_from:
+            raise InputError("boundary_weight > 0 needs boundaries_from (the teacher recipe)")
+        if self.boundary_weight > 0 and not self.model.boundary_head:
+            raise InputError("boundary_weight > 0 needs model.boundary_head = true")
 
     def lr_at(self, step: int) -> float:
         """Learning rate of the update made at ``step`` (0-based): step decay."""
@@ -293,12 +317,35 @@ def load_config_file(path) -> dict:
     return values
 
 
+def with_boundary_defaults(values: dict, base: TrainConfig) -> dict:
+    """Settings ``values`` (over ``base``) completed for boundary training.
+
+    A teacher (``boundaries_from``) given without ``boundary_weight`` or ``boundary_head``
+    means boundary training: where ``base`` has the weight at 0 it becomes 1.0, and where
+    ``base`` has no boundary head one is added. Values given explicitly are kept.
+    """
+    if not values.get("boundaries_from", base.boundaries_from):
+        return values
+    model_values = values.get("model") if isinstance(values.get("model"), dict) else {}
+    values = dict(values)
+    if "boundary_weight" not in values and base.boundary_weight == 0:
+        values["boundary_weight"] = 1.0
+    if "boundary_head" not in values and "boundary_head" not in model_values and not base.model.boundary_head:
+        values["boundary_head"] = True
+    return values
+
+
 def resolve_train_config(preset: str = "small", config_file=None, overrides: dict | None = None) -> TrainConfig:
-    """Preset, then ``config_file`` (JSON/TOML), then ``overrides`` (flag values; None entries ignored)."""
+    """Preset, then ``config_file`` (JSON/TOML), then ``overrides`` (flag values; None entries ignored).
+
+    The file and the flags are applied together, so that a setting checked against another
+    (``boundary_weight`` needs ``boundaries_from``) may come from either; then
+    :func:`with_boundary_defaults`.
+    """
     if preset not in PRESETS:
         raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     config = PRESETS[preset]
-    if config_file is not None:
-        config = TrainConfig.from_dict(load_config_file(config_file), base=config)
-    changes = {name: value for name, value in (overrides or {}).items() if value is not None}
-    return TrainConfig.from_dict(changes, base=config) if changes else config
+    values = load_config_file(config_file) if config_file is not None else {}
+    values.update({name: value for name, value in (overrides or {}).items() if value is not None})
+    values = with_boundary_defaults(values, config)
+    return TrainConfig.from_dict(values, base=config) if values else config

@@ -92,6 +92,12 @@ def mean_across(values: torch.Tensor, context: DistributedContext) -> torch.Tens
     return values / context.world_size
 
 
+def barrier(context: DistributedContext) -> None:
+    """Wait until every process gets here (nothing with one process)."""
+    if context.distributed:
+        dist.barrier()
+
+
 def any_across(flag: bool, context: DistributedContext) -> bool:
     """True on every process if ``flag`` is true on any (``flag`` itself with one process).
 

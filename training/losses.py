@@ -1,4 +1,5 @@
-"""The two W-Net losses: soft normalized cut on the encoder's output, and reconstruction.
+"""The W-Net losses: soft normalized cut on the encoder's output, reconstruction, and the
+class-balanced boundary loss of the boundary head (:func:`balanced_bce_loss`).
 
 The soft normalized cut (Xia & Kulis 2017, eq. 4) of a soft segmentation ``p`` (K classes)
 of an image with pixel affinities ``w`` is::
@@ -22,6 +23,7 @@ References
 .. [1] X. Xia and B. Kulis, "W-Net: A Deep Model for Fully Unsupervised Image Segmentation",
    arXiv:1711.08506, 2017.
 .. [2] J. Shi and J. Malik, "Normalized Cuts and Image Segmentation", IEEE TPAMI 22(8), 2000.
+.. [3] S. Xie and Z. Tu, "Holistically-Nested Edge Detection", ICCV 2015.
 """
 
 from __future__ import annotations
@@ -335,3 +337,47 @@ def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor) -> t
         raise InputError(f"reconstruction {tuple(reconstruction.shape)} and target {tuple(target.shape)} differ")
     dtype = _compute_dtype(reconstruction)
     return torch.nn.functional.mse_loss(reconstruction.to(dtype), target.detach().to(dtype))
+
+
+def balanced_bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Class-balanced binary cross-entropy with soft targets (HED, Xie and Tu 2015, eq. 2).
+
+    Boundary pixels are rare (a few percent of an image), so an unweighted cross-entropy is
+    minimised by predicting "no boundary" everywhere. Per image, with ``beta`` the share of
+    pixels whose target is 0, a pixel whose target is above 0 weighs ``beta`` and the others
+    ``1 - beta``; each pixel's cross-entropy uses its soft target value:
+    ``-(t log s + (1 - t) log(1 - s))`` with ``s = sigmoid(logit)``.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        (N, 1, H, W) boundary logits (before the sigmoid), any floating dtype; the gradient
+        flows to it.
+    targets : torch.Tensor
+        Same shape, the teacher's boundary strengths in [0, 1] (0: no boundary); data, no
+        gradient.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar float32 (float64 for float64 logits): per image the mean over its pixels of
+        ``weight * cross-entropy``, then the mean over images. An image whose targets are all
+        0 (or all above 0) contributes 0.
+
+    Raises
+    ------
+    InputError
+        If the shapes differ or are not (N, 1, H, W).
+    """
+    if logits.ndim != 4 or logits.shape[1] != 1 or targets.shape != logits.shape:
+        raise InputError(
+            f"logits and targets must both be (N, 1, H, W), got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
+    dtype = _compute_dtype(logits)
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        logits, targets = logits.to(dtype), targets.detach().to(dtype)
+        positive = targets > 0
+        beta = 1.0 - positive.to(dtype).mean(dim=(1, 2, 3), keepdim=True)  # share of target-0 pixels
+        weights = torch.where(positive, beta, 1.0 - beta)
+        losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        return (weights * losses).mean(dim=(1, 2, 3)).mean()

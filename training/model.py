@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.config import ModelConfig
+from wnetcli.errors import ModelError
 
 # The network sees inputs scaled to [-1, 1]; callers always pass RGB on 0..255.
 INPUT_CENTER = 127.5
@@ -95,10 +96,13 @@ class UNet(nn.Module):
     ordinary convolutions, the others depthwise-separable ones when ``separable``.
 
     Input (N, in_channels, H, W) float with H and W multiples of ``2**depth``; output
-    (N, out_channels, H, W) logits (no activation).
+    (N, out_channels, H, W) logits (no activation): ``head(features(x))``. With
+    ``boundary_head``, a second 1x1 convolution ``boundary_head`` maps the same features to
+    one channel of boundary logits.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, config: ModelConfig) -> None:
+    def __init__(self, in_channels: int, out_channels: int, config: ModelConfig, *,
+                 boundary_head: bool = False) -> None:
         super().__init__()
         widths = [config.base_width * 2**level for level in range(config.depth + 1)]
         block = {"separable": config.separable, "dropout": config.dropout, "padding_mode": config.padding_mode}
@@ -114,9 +118,13 @@ class UNet(nn.Module):
             merged = 2 * width if config.skip else width
             self.up.append(Module(merged, width, **{**block, "separable": config.separable and level > 0}))
         self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
+        # Registered after the head, so that the parameter order of a U-Net without it (and
+        # with it, the optimizer states of its other parameters) is unchanged.
+        self.boundary_head = nn.Conv2d(widths[0], 1, kernel_size=1) if boundary_head else None
         self.skip = config.skip
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last up module's output, which the heads read: (N, base_width, H, W)."""
         skips = []
         for level, module in enumerate(self.down):
             if level > 0:
@@ -129,7 +137,10 @@ class UNet(nn.Module):
             if self.skip:
                 x = torch.cat([skips.pop(), x], dim=1)
             x = module(x)
-        return self.head(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
 
 
 def pad_to_multiple(images: torch.Tensor, multiple: int, min_side: int = 0) -> torch.Tensor:
@@ -166,13 +177,16 @@ class WNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = UNet(3, config.k, config)
+        self.encoder = UNet(3, config.k, config, boundary_head=config.boundary_head)
         self.decoder = UNet(config.k, 3, config)
 
     @staticmethod
     def normalize(images: torch.Tensor) -> torch.Tensor:
         """RGB 0..255 -> the network's input scale [-1, 1]."""
         return (images - INPUT_CENTER) / INPUT_SCALE
+
+    def _padded(self, images: torch.Tensor) -> torch.Tensor:
+        return pad_to_multiple(images, self.config.pad_multiple, self.config.min_padded_side)
 
     def encode_aligned(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities (N, K, H, W) for images whose H, W are multiples of ``pad_multiple``.
@@ -184,8 +198,47 @@ class WNet(nn.Module):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Soft segmentation: RGB (N, 3, H, W) on 0..255 -> probabilities (N, K, H, W), summing to 1 over K."""
         height, width = images.shape[-2:]
-        probs = self.encode_aligned(pad_to_multiple(images, self.config.pad_multiple, self.config.min_padded_side))
-        return probs[..., :height, :width]
+        return self.encode_aligned(self._padded(images))[..., :height, :width]
+
+    def _boundary_features(self, images: torch.Tensor) -> torch.Tensor:
+        if self.encoder.boundary_head is None:
+            raise ModelError("this W-Net has no boundary head (its model config has boundary_head = false)")
+        return self.encoder.features(self.normalize(images))
+
+    def encode_with_boundaries_aligned(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode_with_boundaries` for H, W multiples of ``pad_multiple`` (what a
+        two-output ONNX export computes)."""
+        features = self._boundary_features(images)
+        probs = torch.softmax(self.encoder.head(features), dim=1)
+        return probs, torch.sigmoid(self.encoder.boundary_head(features))
+
+    def encode_with_boundaries(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Soft segmentation and boundary map from one encoder pass (needs ``config.boundary_head``).
+
+        Args:
+            images: RGB (N, 3, H, W) float on 0..255, any H and W.
+
+        Returns:
+            probs: (N, K, H, W) softmax probabilities, as :meth:`encode`.
+            boundaries: (N, 1, H, W) in [0, 1]: the sigmoid of the boundary head.
+
+        Raises:
+            ModelError: the network has no boundary head.
+        """
+        height, width = images.shape[-2:]
+        probs, boundaries = self.encode_with_boundaries_aligned(self._padded(images))
+        return probs[..., :height, :width], boundaries[..., :height, :width]
+
+    def boundary_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Boundary logits (N, 1, H, W) of RGB (N, 3, H, W) on 0..255, any H and W (the boundary
+        update trains on these: the loss takes logits for a stable log-sigmoid).
+
+        Raises:
+            ModelError: the network has no boundary head.
+        """
+        height, width = images.shape[-2:]
+        logits = self.encoder.boundary_head(self._boundary_features(self._padded(images)))
+        return logits[..., :height, :width]
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode and decode.
@@ -196,8 +249,7 @@ class WNet(nn.Module):
                 :meth:`normalize` of the input, or map back with ``* 127.5 + 127.5``).
         """
         height, width = images.shape[-2:]
-        padded = pad_to_multiple(images, self.config.pad_multiple, self.config.min_padded_side)
-        probs = torch.softmax(self.encoder(self.normalize(padded)), dim=1)
+        probs = self.encode_aligned(self._padded(images))
         reconstruction = self.decoder(probs)
         return probs[..., :height, :width], reconstruction[..., :height, :width]
 

@@ -4,13 +4,18 @@ Per minibatch (Xia & Kulis 2017, Algorithm 1): first update the encoder alone on
 normalized-cut loss, then update the whole W-Net on the reconstruction loss. Each update has its
 own optimizer (one over the encoder's parameters, one over all parameters), as in the paper.
 
+With boundary training (``boundary_weight > 0``) a third update follows: the encoder and its
+boundary head on the class-balanced boundary loss against a teacher hierarchy's boundaries
+(:mod:`training.teacher`, computed or read from their cache before the first step), with a
+third optimizer over the encoder's parameters (the head is part of the encoder).
+
 A run lives in a folder::
 
     RUN_DIR/config.json     the resolved TrainConfig (written at the start)
-    RUN_DIR/last.pt         checkpoint: weights, both optimizers, step, config, version, RNG state;
+    RUN_DIR/last.pt         checkpoint: weights, the optimizers, step, config, version, RNG state;
                             written every ``checkpoint_every`` steps and every
                             ``checkpoint_minutes`` minutes
-    RUN_DIR/log.jsonl       one JSON object per logged step: step, ncut, recon, lr, dropout, ...
+    RUN_DIR/log.jsonl       one JSON object per logged step: step, ncut, recon, boundary, lr, ...
     RUN_DIR/samples/        step_NNNNNNN.png sheets: input | argmax labels | reconstruction
 
 Everything a step draws at random (its images, crops, flips and dropout masks) is seeded from
@@ -37,9 +42,17 @@ from torch import nn
 
 from training import distributed
 from training.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
-from training.config import ModelConfig, TrainConfig
-from training.data import Warn, center_crop, describe_data, iterate_batches, load_training_images
-from training.losses import reconstruction_loss, soft_ncut_loss
+from training.config import ModelConfig, TrainConfig, with_boundary_defaults
+from training.data import (
+    BoundaryBatch,
+    TrainingImages,
+    Warn,
+    center_crop,
+    describe_data,
+    iterate_batches,
+    load_training_images,
+)
+from training.losses import balanced_bce_loss, reconstruction_loss, soft_ncut_loss
 from training.model import WNet, count_parameters
 from training.samples import write_sample_sheet
 from wnetcli.atomic import LineLog, atomic_write_text, prepare_folder
@@ -68,7 +81,7 @@ class TrainResult:
         step: steps done in total (including those before a resume).
         iterations: steps the run is meant to reach.
         start_step: the step this call began at (0 unless resumed).
-        last: the last step's metrics (``step``, ``ncut``, ``recon``, ``lr``, ``dropout``).
+        last: the last step's metrics (``step``, ``ncut``, ``recon``, ``boundary``, ``lr``, ``dropout``).
         parameters: trainable parameters of the W-Net.
         device: where it ran ("cpu", "cuda:0").
         world_size: processes (1 unless under torchrun).
@@ -93,13 +106,15 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 class Algorithm1(nn.Module):
-    """The two losses of one W-Net step as one module, so that DistributedDataParallel can wrap it.
+    """The losses of one W-Net step as one module, so that DistributedDataParallel can wrap it.
 
     ``forward(images, "ncut")`` runs the encoder only and returns the soft N-cut loss;
-    ``forward(images, "recon")`` runs the whole W-Net and returns the reconstruction loss
-    (unweighted: :func:`algorithm1_step` applies the weights to the learning rates). Images are
-    (N, 3, H, W) float RGB on 0..255. With ``amp`` the network runs under bfloat16 autocast;
-    both losses are computed in float32.
+    ``forward(images, "recon")`` runs the whole W-Net and returns the reconstruction loss;
+    ``forward(images, "boundary", targets)`` runs the encoder with its boundary head and
+    returns :func:`~training.losses.balanced_bce_loss` against ``targets`` ((N, 1, H, W) in
+    [0, 1]). The losses are unweighted: :func:`algorithm1_step` applies the weights to the
+    learning rates. Images are (N, 3, H, W) float RGB on 0..255. With ``amp`` the network runs
+    under bfloat16 autocast; the losses are computed in float32.
     """
 
     def __init__(self, wnet: WNet, config: TrainConfig, *, amp: bool) -> None:
@@ -108,7 +123,7 @@ class Algorithm1(nn.Module):
         self.config = config
         self.amp = amp
 
-    def forward(self, images: torch.Tensor, phase: str) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, phase: str, targets: torch.Tensor | None = None) -> torch.Tensor:
         config = self.config
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
             if phase == "ncut":
@@ -120,6 +135,8 @@ class Algorithm1(nn.Module):
             if phase == "recon":
                 _, reconstruction = self.wnet(images)
                 return reconstruction_loss(reconstruction, WNet.normalize(images))
+            if phase == "boundary":
+                return balanced_bce_loss(self.wnet.boundary_logits(images), targets)
         raise ValueError(f"unknown phase {phase!r}")
 
 
@@ -198,14 +215,23 @@ def _check_finite(value: float, name: str, step: int) -> None:
 
 
 def _load_initial_weights(model: WNet, path: str) -> None:
-    """Copy the W-Net weights of the checkpoint at ``path`` into ``model`` (fine-tuning)."""
+    """Copy the W-Net weights of the checkpoint at ``path`` into ``model`` (fine-tuning), or the
+    encoder's of an exported ``.onnx``."""
+    if Path(path).suffix.lower() == ".onnx":
+        from training.onnx_init import load_onnx_encoder
+
+        load_onnx_encoder(model, path)
+        return
     source = model_from_checkpoint(read_checkpoint(path), source=path)
     try:
-        model.load_state_dict(source.state_dict())
+        # A boundary head the checkpoint lacks keeps its seeded initialisation.
+        missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
     except RuntimeError as exc:
+        missing, unexpected = [], [str(exc)]
+    if unexpected or any(not name.startswith("encoder.boundary_head.") for name in missing):
         raise ModelError(
             f"init_from {path} holds a network of other shapes ({source.config}) than the config ({model.config})"
-        ) from exc
+        )
 
 
 def _start_state(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[WNet, dict | None]:
@@ -241,6 +267,8 @@ def train(
     on_metrics: Metrics | None = None,
     on_start: Callable[[dict], None] | None = None,
     warn: Warn | None = None,
+    teacher_cache: str | os.PathLike[str] | None = None,
+    on_teacher: Progress | None = None,
 ) -> TrainResult:
     """Train a W-Net on the images in ``data`` into ``run_dir``.
 
@@ -265,14 +293,21 @@ def train(
     progress : callable, optional
         ``progress(done, total)`` after every step (rank 0 only).
     on_metrics : callable, optional
-        Receives every step's metrics dict (rank 0 only): ``step`` (steps done), ``ncut`` and
-        ``recon`` (unweighted losses, averaged over processes; None for a phase whose weight
-        is 0), ``lr``, ``dropout``, ``seconds`` (wall time of the step).
+        Receives every step's metrics dict (rank 0 only): ``step`` (steps done), ``ncut``,
+        ``recon`` and ``boundary`` (unweighted losses, averaged over processes; None for a phase
+        whose weight is 0), ``lr``, ``dropout``, ``seconds`` (wall time of the step).
     on_start : callable, optional
         Receives a dict describing the run before the first step (rank 0 only): ``device``,
         ``parameters``, ``images``, ``in_memory``, ``start_step``, ``world_size``.
     warn : callable, optional
-        Receives warnings (unreadable images); default :func:`warnings.warn`.
+        Receives warnings (unreadable images, images left without a teacher target); default
+        :func:`warnings.warn`.
+    teacher_cache : path, optional
+        Folder of the cached teacher targets (boundary training); default
+        :func:`training.teacher.default_cache_dir`.
+    on_teacher : callable, optional
+        ``on_teacher(done, total)`` while the teacher targets are computed or read, before the
+        first step (rank 0 only; boundary training only).
 
     Returns
     -------
@@ -298,12 +333,13 @@ def train(
     context = distributed.setup(device)
     try:
         return _train(config, data, run_dir, context, resume, threads, stop_after, progress, on_metrics, on_start,
-                      warn)
+                      warn, teacher_cache, on_teacher)
     finally:
         distributed.teardown(context)
 
 
-def _train(config, data, run_dir, context, resume, threads, stop_after, progress, on_metrics, on_start, warn):
+def _train(config, data, run_dir, context, resume, threads, stop_after, progress, on_metrics, on_start, warn,
+           teacher_cache, on_teacher):
     tune_malloc()
     if threads:
         torch.set_num_threads(threads)
@@ -319,6 +355,7 @@ def _train(config, data, run_dir, context, resume, threads, stop_after, progress
     memory_format = torch.channels_last if cuda and config.channels_last else torch.contiguous_format
     model = model.to(context.device, memory_format=memory_format)
     encoder_optimizer, full_optimizer = make_optimizers(model, config)
+    boundary_optimizer = make_boundary_optimizer(model, config) if config.boundary_weight > 0 else None
     if payload:
         saved_optimizer = (payload.get("train_config") or {}).get("optimizer", config.optimizer)
         if saved_optimizer != config.optimizer:
@@ -329,6 +366,9 @@ def _train(config, data, run_dir, context, resume, threads, stop_after, progress
         try:
             encoder_optimizer.load_state_dict(states["encoder"])
             full_optimizer.load_state_dict(states["full"])
+            # A run that trained no boundaries before starts this optimizer fresh.
+            if boundary_optimizer is not None and "boundary" in states:
+                boundary_optimizer.load_state_dict(states["boundary"])
         except (ValueError, KeyError) as exc:
             raise ModelError(f"{run_dir / CHECKPOINT_NAME}: optimizer state does not fit ({exc})") from exc
         if context.is_main:
@@ -354,17 +394,26 @@ def _train(config, data, run_dir, context, resume, threads, stop_after, progress
                 "device": str(context.device), "parameters": count_parameters(model), "images": len(images),
                 "in_memory": images.in_memory, "start_step": start, "world_size": context.world_size,
             })
+    if config.boundary_weight > 0:
+        quiet = not context.is_main
+        _attach_teacher_targets(images, config, context, threads, teacher_cache, None if quiet else on_teacher,
+                                (lambda _message: None) if quiet else warn)
 
     def save(step: int) -> None:
         if context.is_main:
+            optimizers = {"encoder": encoder_optimizer.state_dict(), "full": full_optimizer.state_dict()}
+            if boundary_optimizer is not None:
+                optimizers["boundary"] = boundary_optimizer.state_dict()
             save_checkpoint(
                 checkpoint_path, model, step=step, train_config=config.to_dict(), data=describe_data(data),
-                optimizers={"encoder": encoder_optimizer.state_dict(), "full": full_optimizer.state_dict()},
-                rng=_rng_state(),
+                optimizers=optimizers, rng=_rng_state(),
             )
 
     def due(every: int, step: int) -> bool:
         return every > 0 and step % every == 0
+
+    def to_device(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(context.device, non_blocking=True).contiguous(memory_format=memory_format)
 
     stop = config.iterations if stop_after is None else min(config.iterations, start + max(1, stop_after))
     step, saved_step, metrics = start, start, {}
@@ -378,11 +427,15 @@ def _train(config, data, run_dir, context, resume, threads, stop_after, progress
                 save(step)
                 raise KeyboardInterrupt
             began = time.perf_counter()
-            batch = batch.to(context.device, non_blocking=True).contiguous(memory_format=memory_format)
+            boundary_batch = None
+            if isinstance(batch, BoundaryBatch):
+                batch, boundary_batch = batch.images, (to_device(batch.jittered), to_device(batch.targets))
+            batch = to_device(batch)
             lr, dropout = config.lr_at(step), config.dropout_at(step)
             model.set_dropout(dropout)
             torch.manual_seed(step_seed(config.seed, step, context.rank))
-            losses = algorithm1_step(step_module, encoder_optimizer, full_optimizer, batch, config, step, context)
+            losses = algorithm1_step(step_module, encoder_optimizer, full_optimizer, batch, config, step, context,
+                                     boundary_optimizer=boundary_optimizer, boundary_batch=boundary_batch)
             step += 1
             metrics = {"step": step, **losses, "lr": lr, "dropout": dropout,
                        "seconds": round(time.perf_counter() - began, 4)}
@@ -419,46 +472,82 @@ def algorithm1_step(
     config: TrainConfig,
     step: int,
     context: distributed.DistributedContext,
+    *,
+    boundary_optimizer: torch.optim.Optimizer | None = None,
+    boundary_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, float | None]:
-    """One minibatch of Algorithm 1: an encoder update on the N-cut loss, then a W-Net update on reconstruction.
+    """One minibatch of Algorithm 1: an encoder update on the N-cut loss, then a W-Net update on
+    reconstruction, then (with boundary training) an encoder update on the boundary loss.
 
     ``step_module`` is an :class:`Algorithm1` (possibly DDP-wrapped); ``batch`` (N, 3, H, W) float
     RGB 0..255 on its device. The N-cut update uses ``config.lr_at(step) * config.ncut_weight``,
-    the reconstruction update ``config.lr_at(step) * config.recon_weight``: the weights scale
-    the learning rates rather than the losses, because Adam divides every gradient by its own
-    running magnitude, so a constant factor on a loss would change nothing (for SGD the two are
-    the same thing). A phase whose weight is 0 is skipped (its loss reported as None). Returns the
-    losses ``{"ncut", "recon"}``, averaged over processes. Raises :class:`TrainingError` before
-    the update whose loss is not finite, so that no NaN reaches the weights.
+    the reconstruction update ``config.lr_at(step) * config.recon_weight`` and the boundary
+    update ``config.lr_at(step) * config.boundary_weight``: the weights scale the learning rates
+    rather than the losses, because Adam divides every gradient by its own running magnitude,
+    so a constant factor on a loss would change nothing (for SGD the two are the same thing). A
+    phase whose weight is 0 is skipped (its loss reported as None). The boundary update needs
+    ``boundary_optimizer`` (:func:`make_boundary_optimizer`) and ``boundary_batch``: the
+    colour-jittered images (N, 3, H, W) and the targets (N, 1, H, W) in [0, 1] (see
+    :class:`training.data.BoundaryBatch`). Returns the losses ``{"ncut", "recon", "boundary"}``,
+    averaged over processes. Raises :class:`TrainingError` before the update whose loss is not
+    finite, so that no NaN reaches the weights.
     """
     lr = config.lr_at(step)
     losses: dict[str, float | None] = {}
-    for phase, optimizer, weight in (("ncut", encoder_optimizer, config.ncut_weight),
-                                     ("recon", full_optimizer, config.recon_weight)):
+    phases = (("ncut", "soft N-cut", encoder_optimizer, config.ncut_weight, (batch,)),
+              ("recon", "reconstruction", full_optimizer, config.recon_weight, (batch,)),
+              ("boundary", "boundary", boundary_optimizer, config.boundary_weight, boundary_batch))
+    for phase, name, optimizer, weight, inputs in phases:
         if weight == 0:
             losses[phase] = None
             continue
+        if optimizer is None or inputs is None:
+            raise ValueError(f"boundary_weight is {weight}: the boundary update needs its optimizer and batch")
         for group in optimizer.param_groups:
             group["lr"] = lr * weight
         optimizer.zero_grad(set_to_none=True)
-        loss = step_module(batch, phase)
+        images, *targets = inputs
+        loss = step_module(images, phase, *targets)
         value = float(distributed.mean_across(loss.detach(), context))
-        _check_finite(value, "soft N-cut" if phase == "ncut" else "reconstruction", step)
+        _check_finite(value, name, step)
         loss.backward()
         optimizer.step()
         losses[phase] = value
     return losses
 
 
+def _make_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
 def make_optimizers(model: WNet, config: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """Algorithm 1's two optimizers: over the encoder's parameters (N-cut), over all of them (reconstruction)."""
+    return _make_optimizer(model.encoder.parameters(), config), _make_optimizer(model.parameters(), config)
 
-    def make(parameters):
-        if config.optimizer == "adam":
-            return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
-    return make(model.encoder.parameters()), make(model.parameters())
+def make_boundary_optimizer(model: WNet, config: TrainConfig) -> torch.optim.Optimizer:
+    """The boundary update's optimizer: over the encoder's parameters, its boundary head included."""
+    return _make_optimizer(model.encoder.parameters(), config)
+
+
+def _attach_teacher_targets(images: TrainingImages, config: TrainConfig, context: distributed.DistributedContext,
+                            threads: int | None, cache_dir, progress: Progress | None, warn: Warn | None) -> None:
+    """Compute or read the teacher's target of every image and pair them (:mod:`training.teacher`).
+
+    Each process of a distributed run computes its share of the missing targets; after a
+    barrier every process pairs its images with all of them.
+    """
+    from training.teacher import existing, teacher_targets
+
+    workers = threads or max(1, (os.cpu_count() or 1) // context.world_size)
+    targets = teacher_targets(
+        images, config.boundaries_from, mirror=config.teacher_mirror, cache_dir=cache_dir, workers=workers,
+        shard=(context.rank, context.world_size), progress=progress, warn=warn,
+    )
+    distributed.barrier(context)
+    images.attach_targets(existing(targets))
 
 
 def load_run_config(run_dir: str | os.PathLike[str], overrides: dict | None = None) -> TrainConfig:
@@ -471,4 +560,5 @@ def load_run_config(run_dir: str | os.PathLike[str], overrides: dict | None = No
         raise ModelError(f"{checkpoint_path} holds no training config (it was not written by `wnet train`)")
     config = TrainConfig.from_dict(saved)
     changes = {name: value for name, value in (overrides or {}).items() if value is not None}
+    changes = with_boundary_defaults(changes, config)
     return TrainConfig.from_dict(changes, base=config) if changes else config

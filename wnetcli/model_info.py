@@ -6,7 +6,9 @@ definition of the contract; it imports neither torch nor onnx.
 
 The graph itself: input ``image`` float32 (or float16 with ``fp16``) of shape
 (N, 3, H, W), RGB on the 0..255 scale; output ``probs`` of shape (N, K, H, W), a softmax
-over K. H and W must be multiples of ``pad_multiple``: the runtime pads (reflect) and crops.
+over K, and, for a model with a boundary head, a second output ``boundaries`` of shape
+(N, 1, H, W) in [0, 1] (``outputs`` lists them). H and W must be multiples of
+``pad_multiple``: the runtime pads (reflect) and crops.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from wnetcli.errors import ModelError
 FORMAT_VERSION = 1
 INPUT_NAME = "image"
 OUTPUT_NAME = "probs"
+BOUNDARIES_NAME = "boundaries"
+#: The outputs a graph may have, in the order they come.
+OUTPUT_NAMES = (OUTPUT_NAME, BOUNDARIES_NAME)
 PREFIX = "wnet."
 
 
@@ -51,6 +56,9 @@ class ModelInfo:
             their shorter side was at most this many pixels, and the runtime shrinks larger
             images the same way before the network (the soft segmentation is then resized
             back; the post-processing runs at full size). 0: always at the input's own size.
+        outputs: the graph's outputs, in order: ``("probs",)``, or ``("probs", "boundaries")``
+            for a model with a boundary head. Stored as ``wnet.outputs`` = ``"probs,boundaries"``;
+            files without the key (older exports) have ``probs`` only.
     """
 
     k: int
@@ -64,6 +72,12 @@ class ModelInfo:
     training_data: str = ""
     step: int = 0
     short_side: int = 0
+    outputs: tuple[str, ...] = (OUTPUT_NAME,)
+
+    def __post_init__(self) -> None:
+        if not self.outputs or self.outputs[0] != OUTPUT_NAME or not set(self.outputs) <= set(OUTPUT_NAMES) \
+                or len(set(self.outputs)) != len(self.outputs):
+            raise ValueError(f"outputs must be probs, optionally followed by boundaries; got {self.outputs!r}")
 
     @property
     def min_padded_side(self) -> int:
@@ -78,6 +92,8 @@ class ModelInfo:
         for key, value in values.items():
             if isinstance(value, dict):
                 out[PREFIX + key] = json.dumps(value, sort_keys=True)
+            elif isinstance(value, tuple):
+                out[PREFIX + key] = ",".join(value)
             elif isinstance(value, bool):
                 out[PREFIX + key] = "1" if value else "0"
             else:
@@ -108,6 +124,7 @@ class ModelInfo:
                 training_data=props.get(PREFIX + "training_data", ""),
                 step=int(props.get(PREFIX + "step", "0")),
                 short_side=int(props.get(PREFIX + "short_side", "0")),
+                outputs=tuple(props.get(PREFIX + "outputs", OUTPUT_NAME).split(",")),
             )
         except (KeyError, ValueError) as exc:
             raise ModelError(f"{source} has malformed wnet metadata ({exc})") from exc

@@ -34,7 +34,8 @@ def export(
 ) -> None:
     """Export the encoder of CHECKPOINT to ONNX, then check it against PyTorch.
 
-    The graph maps RGB 0..255 (N, 3, H, W) to softmax probabilities (N, K, H, W).
+    The graph maps RGB 0..255 (N, 3, H, W) to softmax probabilities (N, K, H, W), and, for a
+    model trained with boundaries (a boundary head), to a boundary map (N, 1, H, W) in [0, 1].
 
     K, the padding multiple and the checkpoint's provenance are stored in the file.
 
@@ -59,6 +60,7 @@ def export(
 
     table = Table(title=f"exported {result.path}", show_header=False, title_justify="left")
     table.add_row("K / pad multiple", f"{result.info.k} / {result.info.pad_multiple}")
+    table.add_row("outputs", ", ".join(result.info.outputs))
     table.add_row("exporter / opset", f"{result.exporter} / {result.opset}")
     table.add_row("precision", "float16" if result.fp16 else "float32")
     table.add_row("checkpoint step / SHA-256", f"{result.info.step} / {result.info.checkpoint_sha256[:16]}...")

@@ -45,7 +45,20 @@ def train(
         None, "--padding", help="Convolution padding: zeros (the paper) or reflect (hides the image border)."
     ),
     init_from: Path | None = typer.Option(
-        None, "--init-from", help="Start from this checkpoint's weights (fine-tuning; fresh optimizers, step 0)."
+        None, "--init-from",
+        help="Start from this checkpoint's weights, or an exported .onnx's encoder (fine-tuning; fresh optimizers, "
+        "step 0).",
+    ),
+    boundaries_from: str | None = typer.Option(
+        None, "--boundaries-from",
+        help="Train a boundary head on this teacher recipe's hierarchy (default, fast or a recipe file); "
+        "adds the head and --boundary-weight 1 unless the config sets them.",
+    ),
+    boundary_weight: float | None = typer.Option(
+        None, "--boundary-weight", min=0.0, help="Learning-rate factor of the boundary update (0: none)."
+    ),
+    teacher_cache: Path | None = typer.Option(
+        None, "--teacher-cache", help="Folder of cached teacher targets (default: ~/.cache/wnet/teacher)."
     ),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", min=0, help="Save last.pt every N steps."),
     sample_every: int | None = typer.Option(None, "--sample-every", min=0, help="Write a sample sheet every N steps."),
@@ -62,6 +75,9 @@ def train(
     Settings come from --preset, then --config, then the flags; the resolved config is saved as
     RUN_DIR/config.json. With --resume the run's own config is used and only the flags given
     change it (typically --iterations). Runs under torchrun for several GPUs or machines.
+
+    With --boundaries-from, each step also trains a boundary head on the teacher hierarchy's
+    boundaries, computed once per image before the first step and cached.
     """
     from wnetcli.errors import InputError, require_torch
 
@@ -86,6 +102,7 @@ def train(
         "ncut_weight": ncut_weight, "recon_weight": recon_weight, "seed": seed, "checkpoint_every": checkpoint_every,
         "sample_every": sample_every, "workers": workers, "padding_mode": padding,
         "init_from": None if init_from is None else str(init_from),
+        "boundaries_from": boundaries_from, "boundary_weight": boundary_weight,
     }
     if padding is not None and padding not in PADDING_MODES:  # the config's own message names padding_mode
         raise InputError(f"--padding must be one of {', '.join(PADDING_MODES)}, got {padding!r}")
@@ -94,10 +111,15 @@ def train(
     config = load_run_config(out, overrides) if resume else resolve_train_config(preset, config_file, overrides)
 
     columns = (
-        TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("ncut {task.fields[ncut]}  recon {task.fields[recon]}  lr {task.fields[lr]}"),
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[losses]}"),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
     )
+    boundaries = config.boundary_weight > 0
+
+    def losses(metrics: dict | None) -> str:
+        metrics = metrics or {}
+        shown = [("ncut", "ncut"), ("recon", "recon")] + ([("boundary", "boundary")] if boundaries else [])
+        return ", ".join(f"{label} {_fmt(metrics.get(key))}" for label, key in shown)
     # Under torchrun only rank 0 reports; the other processes train silently.
     main_process = os.environ.get("RANK", "0") == "0"
     # Outside a terminal (a log file, nohup, a cluster job) a bar cannot redraw: it would show
@@ -106,7 +128,17 @@ def train(
     in_terminal = console.is_terminal
     line_due = milestones(first=max(1, config.iterations // 20))
     with Progress(*columns, console=console, transient=False, disable=not (main_process and in_terminal)) as bar:
-        task = bar.add_task("train", total=config.iterations, ncut="-", recon="-", lr="-")
+        task = bar.add_task("training", total=config.iterations, losses=losses(None))
+        teacher_task = None
+        teacher_line_due = milestones()
+
+        def on_teacher(done: int, total: int) -> None:
+            nonlocal teacher_task
+            if teacher_task is None:
+                teacher_task = bar.add_task("teacher", total=total, losses="", visible=in_terminal)
+            bar.update(teacher_task, completed=done)
+            if main_process and not in_terminal and teacher_line_due(done, total):
+                console.print(f"teacher: {done}/{total}", highlight=False)
 
         def on_start(info: dict) -> None:
             source = "in memory" if info["in_memory"] else "streamed"
@@ -121,12 +153,10 @@ def train(
             bar.update(task, completed=info["start_step"])
 
         def on_metrics(metrics: dict) -> None:
-            bar.update(task, completed=metrics["step"], ncut=_fmt(metrics["ncut"]), recon=_fmt(metrics["recon"]),
-                       lr=f"{metrics['lr']:.2g}")
+            bar.update(task, completed=metrics["step"], losses=f"{losses(metrics)}, lr {metrics['lr']:.2g}")
             if main_process and not in_terminal and line_due(metrics["step"], config.iterations):
                 console.print(
-                    f"step {metrics['step']}/{config.iterations}: ncut {_fmt(metrics['ncut'])}, "
-                    f"recon {_fmt(metrics['recon'])}, lr {metrics['lr']:.2g}",
+                    f"step {metrics['step']}/{config.iterations}: {losses(metrics)}, lr {metrics['lr']:.2g}",
                     highlight=False,
                 )
 
@@ -136,24 +166,26 @@ def train(
         try:
             result = train_wnet(
                 config, data, out, resume=resume, device=device, threads=threads, stop_after=stop_after,
-                on_metrics=on_metrics, on_start=on_start, warn=warn,
+                on_metrics=on_metrics, on_start=on_start, warn=warn, teacher_cache=teacher_cache, on_teacher=on_teacher,
             )
         except KeyboardInterrupt:
             result = None  # reported below, once the progress bar has drawn its last state
     if result is None:
-        if main_process:
+        if main_process and (out / "last.pt").exists():
             console.print(
                 f"[yellow]interrupted:[/] checkpoint saved in {escape(str(out / 'last.pt'))}; continue with --resume",
                 soft_wrap=True,
             )
+        elif main_process:  # before the first step: while loading images or computing the teacher's targets
+            console.print("[yellow]interrupted[/] before the first step (teacher targets computed so far are cached)",
+                          soft_wrap=True)
         raise typer.Exit(130)
     if not main_process:
         return
     if result.step < result.iterations:
         console.print(f"stopped at step {result.step} of {result.iterations}; continue with --resume", soft_wrap=True)
     console.print(
-        f"[green]done:[/] step {result.step}, ncut {_fmt(result.last.get('ncut'))}, "
-        f"recon {_fmt(result.last.get('recon'))}; checkpoint {escape(str(result.checkpoint))}",
+        f"[green]done:[/] step {result.step}, {losses(result.last)}; checkpoint {escape(str(result.checkpoint))}",
         highlight=False,
         soft_wrap=True,
     )
