@@ -7,11 +7,14 @@ run measures the evaluation alone, as `wnet evaluate --results` runs it:
     .venv/bin/python benchmarks/bench_evaluate.py --split val --method sobel --jobs 2   # soft maps
 
 ``--method`` is a ucm2 hierarchy (boundary and region benchmarks; a threshold that gives the
-same map as the previous one is not matched again): a scikit-image baseline, or ``classical``,
-wnet's own hierarchy without the network, whose ucm2 has the kind of levels the W-Net
-pipeline's has. Or ``sobel``: the grey-level gradient magnitude on non-maximum-suppressed
-(Canny) edge pixels as a soft boundary map, a worst case for the boundary benchmark (nearly
-every one of the thresholds gives a different map).
+same map as the previous one is not matched again): a scikit-image baseline, or a wnet recipe
+(``default``, ``fast``, ``network`` or a recipe file: the pipeline of ``wnet evaluate
+--recipe``, with the shipped model where the recipe reads the network). Or ``sobel``: the
+grey-level gradient magnitude on non-maximum-suppressed (Canny) edge pixels as a soft boundary
+map, a worst case for the boundary benchmark (nearly every one of the thresholds gives a
+different map)::
+
+    .venv/bin/python benchmarks/bench_evaluate.py --split val --method default --jobs 2
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +34,23 @@ sys.path.insert(0, str(ROOT))
 
 from wnetcli.atomic import atomic_path  # noqa: E402
 from wnetcli.evaluation import (  # noqa: E402
+    BASELINES,
     Baseline,
     EvaluationOptions,
-    HierarchyMethod,
     ResultsDir,
+    SegmenterMethod,
     evaluate,
     find_split,
 )
 from wnetcli.evaluation.dataset import BsdsImage  # noqa: E402
+
+
+@cache
+def _pipeline(recipe: str) -> SegmenterMethod:
+    """wnet's pipeline with ``recipe`` as a method, built once per process (the model loads once)."""
+    from wnetcli.segmentation import SegmentOptions, load_recipe
+
+    return SegmenterMethod(None, SegmentOptions(recipe=load_recipe(recipe), device="cpu"), name=recipe)
 
 
 def _predict(method: str, image: BsdsImage, cache: Path) -> None:
@@ -57,10 +70,10 @@ def _predict(method: str, image: BsdsImage, cache: Path) -> None:
         # that contour detectors publish (a raw gradient would be blobs, not boundaries).
         grad = sobel(grey) * canny(grey, sigma=1.0, low_threshold=0.0, high_threshold=0.0)
         data = grad / max(float(grad.max()), 1e-12)
-    elif method == "classical":
-        data = HierarchyMethod()(image).data
-    else:
+    elif method in BASELINES:
         data = Baseline(method)(image).data
+    else:
+        data = _pipeline(method)(image).data
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:
         np.save(handle, data)
 
@@ -69,7 +82,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bsds", type=Path, default=ROOT.parent / "shared" / "data" / "bsds500")
     parser.add_argument("--split", default="val")
-    parser.add_argument("--method", default="felzenszwalb")
+    parser.add_argument(
+        "--method", default="felzenszwalb", help="a scikit-image baseline, sobel, or a wnet recipe (name or file)"
+    )
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--thresholds", type=int, default=99)
@@ -77,7 +92,15 @@ def main() -> None:
     args = parser.parse_args()
 
     images = find_split(args.bsds, args.split)[: args.limit]
-    cache = args.cache / f"{args.split}-{args.method}"
+    if args.method not in (*BASELINES, "sobel"):
+        from wnetcli.errors import InputError
+        from wnetcli.segmentation import load_recipe
+
+        try:
+            load_recipe(args.method)
+        except InputError as exc:
+            parser.error(f"--method: a baseline ({', '.join(BASELINES)}), sobel, or a recipe: {exc}")
+    cache = args.cache / f"{args.split}-{args.method.replace('/', '_')}"
     cache.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:

@@ -4,14 +4,15 @@ Stages are timed one at a time on the same images (decode, inference, post-proce
 its CRF / boundaries / hierarchy parts, write), then the whole batch runner end to end with
 and without overlap. The figures the issue asks for are the ratios
 ``postprocess / inference`` (target <= 1) and ``end_to_end / inference`` (target <= 1.3),
-both taken within this one run. Where nothing reads the soft maps (the default hierarchy,
-labels only) ``wnet segment`` does not run the network at all (``network_run`` false), so
-the end-to-end runs are then the post-processing alone; ``--keep-probs`` (or a W-Net cue in
-``--post``) makes them run it.
+both taken within this one run. Where the recipe reads no network output (``default``,
+``fast``; labels only) ``wnet segment`` does not run the network at all (``network_run``
+false), so the end-to-end runs are then the post-processing alone; ``--recipe network`` (or
+``--soft-maps``) makes them run it. The inference rows time the network all the same.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_segment.py --images 20            # CPU, BSDS val
+    .venv/bin/python benchmarks/bench_segment.py --recipe network --images 20
     .venv/bin/python benchmarks/bench_segment.py --model wnet.onnx --device cuda --batch-sizes 1,8,16
 
 Without ``--model`` it exports a randomly initialised quarter-width encoder
@@ -135,32 +136,39 @@ def main() -> None:
         "--threads, else wnet segment's choice) and inference calls at once (default: wnet segment's "
         "choice); the inference-alone figures use --threads and one call at a time",
     )
-    parser.add_argument("--no-crf", action="store_true")
-    parser.add_argument("--fast", action="store_true", help="the post-processing of wnet segment --fast")
     parser.add_argument(
-        "--post", type=json.loads, default={}, metavar="JSON",
-        help='PostprocessOptions overrides on top (after --fast), e.g. \'{"hierarchy_downsample": 3}\'',
+        "--recipe", default=None, metavar="NAME|FILE",
+        help="the post-processing recipe, as `wnet segment --recipe` (default: default)",
     )
+    parser.add_argument("--fast", action="store_true", help="short for --recipe fast, as `wnet segment --fast`")
     parser.add_argument(
         "--save", default="ucm",
         help="outputs beside the label maps, comma-separated as `wnet segment --save` ('' : labels only, "
         "as `wnet segment` writes by default; the default ucm is what `wnet evaluate` reads)",
     )
     parser.add_argument(
-        "--keep-probs",
+        "--soft-maps",
         action="store_true",
-        help="return the soft maps, as `wnet segment --save probs` does (the CRF then always runs)",
+        help="return the soft maps, as `wnet segment --save probs` does (the network then always runs)",
     )
     parser.add_argument(
         "--repeats", type=int, default=3, help="passes per configuration (the fastest counts)"
     )
     args = parser.parse_args()
+    if args.fast and args.recipe not in (None, "fast"):
+        parser.error("--fast is --recipe fast: give one of them")
 
     tune_malloc()
+    from wnetcli.errors import InputError
     from wnetcli.segmentation import BatchOptions, Segmenter, SegmentOptions, segment_folder
     from wnetcli.segmentation.outputs import output_paths, write_outputs
     from wnetcli.segmentation.pipeline import folder_options
-    from wnetcli.segmentation.postprocess import FAST_OVERRIDES, PostprocessOptions
+    from wnetcli.segmentation.recipe import load_recipe, recipe_to_dict
+
+    try:
+        recipe = load_recipe("fast" if args.fast else args.recipe or "default")
+    except InputError as exc:
+        parser.error(str(exc))
 
     found = find_images([args.images_dir])[: args.images]
     if not found:
@@ -169,9 +177,11 @@ def main() -> None:
     model_path, exporter = (
         (args.model, "given") if args.model else export_quarter_width(work / "q.onnx", args.k)
     )
-    # As `wnet segment` runs by default: no soft maps returned, so the CRF runs only for a W-Net cue.
-    fast = FAST_OVERRIDES if args.fast else {}
-    post_options = PostprocessOptions(crf=not args.no_crf, keep_probs=args.keep_probs, **{**fast, **args.post})
+    # As `wnet segment` runs: the recipe, and the soft maps returned only when asked for.
+    run_options = {"recipe": recipe, "soft_maps": args.soft_maps}
+    # Inference alone: the outputs a run that runs the network computes (the soft maps when the
+    # recipe reads none).
+    infer_options = {"recipe": recipe, "soft_maps": args.soft_maps or not recipe.reads_network}
     save = tuple(item for item in args.save.split(",") if item)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -187,27 +197,27 @@ def main() -> None:
     segmenters = {
         b: Segmenter(
             model_path,
-            SegmentOptions(device=args.device, threads=args.threads, batch_size=b, postprocess=post_options),
+            SegmentOptions(device=args.device, threads=args.threads, batch_size=b, **infer_options),
         )
         for b in batch_sizes
     }
     for seg in segmenters.values():
         seg.predict(rgbs)  # warm-up: allocations and kernel choice for every image size
     passes: dict[int, list[float]] = {b: [] for b in batch_sizes}
-    probs = None
+    maps = None
     for _ in range(args.repeats):
         for batch_size, seg in segmenters.items():
             began = time.perf_counter()
             out, _ = seg.predict(rgbs)
             passes[batch_size].append((time.perf_counter() - began) / len(rgbs))
-            probs = probs or out
+            maps = maps or out
     inference = {
         str(b): {"seconds_per_image": min(v), "images_per_second": 1.0 / min(v), "all_passes": v}
         for b, v in passes.items()
     }
     # Inference alone as `wnet segment` runs it: `streams` calls of one image at once, each on
     # its share of the cores (folder_options), and no post-processing beside it.
-    runner_options = folder_options(SegmentOptions(device=args.device, threads=args.threads, postprocess=post_options))
+    runner_options = folder_options(SegmentOptions(device=args.device, threads=args.threads, **infer_options))
     runner = Segmenter(model_path, runner_options)
     runner.predict(rgbs[:2])
     concurrent: list[float] = []
@@ -219,15 +229,16 @@ def main() -> None:
     inference[f"1, {runner.streams} calls at once x {runner_options.threads} threads"] = {
         "seconds_per_image": min(concurrent), "images_per_second": 1.0 / min(concurrent), "all_passes": concurrent,
     }
-    seg = segmenters[batch_sizes[0]]
+    # The post-processing as `wnet segment` runs it (it is handed the maps only if it reads them).
+    seg = Segmenter(model_path, SegmentOptions(device=args.device, threads=args.threads, **run_options))
 
     stages: dict[str, list[float]] = {}
     write_s = []
-    for (_, relative), rgb, p in zip(found, rgbs, probs, strict=True):
+    for (_, relative), rgb, m in zip(found, rgbs, maps, strict=True):
         # One BLAS thread, as `wnet segment` post-processes (its workers, and workers=0 too):
         # OpenBLAS's idle threads would otherwise spin through the k-means (wnetcli.tuning).
         with single_threaded_blas():
-            result = seg.finish(rgb, p)
+            result = seg.finish(rgb, m if seg.runs_network else None)
         for stage, seconds in result.timings.items():
             if stage != "inference":
                 stages.setdefault(stage, []).append(seconds)
@@ -247,7 +258,7 @@ def main() -> None:
         [source for source, _ in found[:2]],
         model_path,
         BatchOptions(out_dir=work / "warm-up", workers=2),
-        SegmentOptions(device=args.device, threads=args.threads, postprocess=post_options),
+        SegmentOptions(device=args.device, threads=args.threads, **run_options),
     )
     # What a run costs before its images (the model, the worker processes), as the wall time of
     # a one-image run, the fastest of --repeats, with wnet segment's automatic settings.
@@ -255,7 +266,7 @@ def main() -> None:
     for attempt in range(args.repeats):
         report = segment_folder(
             [found[0][0]], model_path, BatchOptions(out_dir=work / f"one-{attempt}", save=save),
-            SegmentOptions(device=args.device, threads=args.threads, postprocess=post_options),
+            SegmentOptions(device=args.device, threads=args.threads, **run_options),
         )
         one_image.append(report.wall_seconds)
     for _ in range(args.repeats):
@@ -270,7 +281,7 @@ def main() -> None:
                     threads=threads,
                     streams=streams,
                     spinning=spin == "spin",
-                    postprocess=post_options,
+                    **run_options,
                 ),
             )
             # wall time of the whole run, model loading (a fraction of a second) included
@@ -294,19 +305,18 @@ def main() -> None:
                     "platform": platform.platform(),
                     "cpus": os.cpu_count(),
                     "load_average_1_5_15min_at_end": os.getloadavg(),
-                    "device": seg.device,
+                    "device": runner.device,
                     "threads": args.threads,
                 },
                 "model": {
                     "path": str(model_path),
                     "exporter": exporter,
-                    "k": seg.info.k,
-                    "config": seg.info.model_config,
+                    "k": runner.info.k,
+                    "config": runner.info.model_config,
                 },
-                "postprocess_options": {
-                    "crf": post_options.crf, "keep_probs": post_options.keep_probs, "fast": args.fast,
-                    "overrides": args.post, "save": list(save),
-                    # False: nothing reads the soft maps, so the end-to-end runs skip the
+                "postprocess": {
+                    "recipe": recipe_to_dict(recipe), "soft_maps": args.soft_maps, "save": list(save),
+                    # False: the recipe reads no network output, so the end-to-end runs skip the
                     # network (Segmenter.runs_network); the inference rows time it all the same.
                     "network_run": seg.runs_network,
                 },

@@ -37,7 +37,8 @@ def main() -> None:
     parser.add_argument("--counts", default="1,6,20", help="folder sizes, comma-separated")
     parser.add_argument("--workers", default="auto,0", help="worker settings, comma-separated (auto: segment's)")
     parser.add_argument("--checkout", action="append", type=Path, help="checkouts to run (default: this one)")
-    parser.add_argument("--fast", action="store_true", help="pass --fast")
+    parser.add_argument("--fast", action="store_true", help="pass --fast (short for --recipe fast)")
+    parser.add_argument("--recipe", default=None, metavar="NAME|FILE", help="pass --recipe (default: segment's)")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
@@ -63,6 +64,7 @@ def main() -> None:
                                "--out", str(work / "out"), "--overwrite"]
                     command += [] if workers == "auto" else ["--workers", workers]
                     command += ["--fast"] if args.fast else []
+                    command += ["--recipe", args.recipe] if args.recipe else []
                     began = time.perf_counter()
                     # From the checkout's root, so that its wnetcli is the one imported.
                     subprocess.run(command, cwd=checkout, check=True, capture_output=True,
@@ -72,7 +74,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({
         "benchmark": "startup", "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
-        "fast": args.fast, "checkouts": [str(c) for c in checkouts],
+        "fast": args.fast, "recipe": args.recipe, "checkouts": [str(c) for c in checkouts],
         "wall_seconds": {key: {"fastest": round(min(v), 3), "all": [round(x, 3) for x in v]}
                          for key, v in runs.items()},
     }, indent=1))

@@ -2,8 +2,8 @@
 
 Each row is one `wnet evaluate` command (printed as it runs); its metrics.json is read back.
 Prints the table as JSON on stdout and writes it as Markdown to ``<out>/results.md``, followed
-by a second table: each W-Net row against the same hierarchy without the network, with the
-95% interval of a paired bootstrap over the images (``wnet compare``)::
+by a second table: each row that runs the W-Net against the same recipe without the network,
+with the 95% interval of a paired bootstrap over the images (``wnet compare``)::
 
     .venv/bin/python benchmarks/results_table.py --split val --jobs 2 --out bench-out/results
 
@@ -23,31 +23,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 #: (row name, extra `wnet evaluate` arguments, the row it is compared with or None). Each row's
-#: output folder is named after its arguments (``<out>/default``, ``<out>/wnet-share-0.2``,
-#: ``<out>/method-slic``, ...); the third field names the folder of the same hierarchy without
-#: the network, against which a paired bootstrap over the images (``wnet compare``) tells
-#: whether the row's difference is more than chance.
+#: output folder is named after its arguments (``<out>/default``, ``<out>/fast``,
+#: ``<out>/recipe-network``, ``<out>/method-slic``, ...); the third field names the folder of the
+#: same recipe without the network, against which a paired bootstrap over the images (``wnet
+#: compare``) tells whether the row's difference is more than chance.
 ROWS = [
-    ("wnet default (W-Net out of the merge: --wnet-share 0)", [], None),
-    ("wnet default with --fast (cues and hierarchy on a 2x coarser grid)", ["--fast"], None),
-    ("W-Net in the merge (--wnet-share 0.1), CRF", ["--wnet-share", "0.1"], "default"),
-    ("W-Net in the merge (--wnet-share 0.2), CRF", ["--wnet-share", "0.2"], "default"),
-    ("W-Net in the merge (--wnet-share 0.2), no CRF", ["--wnet-share", "0.2", "--no-crf"], "default"),
-    ("W-Net edges in the boundary map (--wnet-edges 0.2), CRF", ["--wnet-edges", "0.2"], "default"),
+    ("wnet, default recipe (image cues only)", [], None),
+    ("wnet --fast (the default's cues and hierarchy on a 2x coarser grid)", ["--fast"], None),
     (
-        "W-Net edges 0.2 with test-time mirroring (--wnet-edges 0.2 --tta), CRF",
-        ["--wnet-edges", "0.2", "--tta"],
+        "wnet --recipe network (the default plus the shipped W-Net's edges, mirrored)",
+        ["--recipe", "network"],
         "default",
     ),
-    (
-        "--fast with the W-Net edges in the merge only (--fast --wnet-edges 0.2 --wnet-merge-only), CRF",
-        ["--fast", "--wnet-edges", "0.2", "--wnet-merge-only"],
-        "fast",
-    ),
-    ("W-Net argmax segments, CRF, no merging", ["--no-merge"], None),
-    ("W-Net argmax segments, no CRF, no merging", ["--no-merge", "--no-crf"], None),
-    ("W-Net argmax segments with test-time mirroring (--tta), CRF, no merging", ["--no-merge", "--tta"], None),
-    ("same hierarchy without the W-Net (--method classical)", ["--method", "classical"], None),
     ("Felzenszwalb-Huttenlocher (scikit-image)", ["--method", "felzenszwalb"], None),
     ("SLIC (scikit-image)", ["--method", "slic"], None),
     ("Quickshift (scikit-image)", ["--method", "quickshift"], None),
@@ -71,13 +58,23 @@ PAPER = [
 ]
 
 
+def reads_network(extra: list[str]) -> bool:
+    """Whether the row's recipe (``--recipe``, else the default) runs the network."""
+    if "--method" in extra or "--results" in extra:
+        return False
+    from wnetcli.segmentation import load_recipe
+
+    recipe = extra[extra.index("--recipe") + 1] if "--recipe" in extra else "fast" if "--fast" in extra else "default"
+    return load_recipe(recipe).reads_network
+
+
 def run_row(args: argparse.Namespace, name: str, extra: list[str], folder: Path) -> dict:
     """Runs one `wnet evaluate` row (or, with --keep, reads back the one already in `folder`)."""
     command = [
         str(ROOT / ".venv" / "bin" / "wnet"), "evaluate", "--bsds", str(args.bsds), "--split", args.split,
         "--jobs", str(args.jobs), "--out", str(folder), *extra,
     ]
-    if args.model is not None and "--method" not in extra:
+    if args.model is not None and reads_network(extra):
         command += ["--model", str(args.model)]
     if args.limit:
         command += ["--limit", str(args.limit)]
@@ -95,8 +92,7 @@ def run_row(args: argparse.Namespace, name: str, extra: list[str], folder: Path)
         "pri": (p["ods"], p["ois"]),
         "vi": (v["ods"], v["ois"]),
         "f": (b["ods"]["f"], b["ois"]["f"]),
-        # One segmentation (--no-merge) is a single point of the precision-recall curve: no AP.
-        "ap": None if metrics.get("kind") == "segs" and _levels(folder) == 1 else b["ap"],
+        "ap": b["ap"],
         "images": metrics["images"],
         "seconds": metrics["seconds"],
     }
@@ -134,11 +130,6 @@ def comparison_markdown(rows: list[dict]) -> str:
             cells.append(f"{m['difference']:+.3f} ({low:+.3f}..{high:+.3f}){mark}")
         lines.append(f"| {row['method']} | {row['against']['baseline_folder']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _levels(folder: Path) -> int:
-    """How many thresholds (levels) the row was scored at: rows of its eval_bdry_thr.csv."""
-    return len((folder / "eval_bdry_thr.csv").read_text().split()) - 1  # less the header
 
 
 def markdown(rows: list[dict], split: str) -> str:

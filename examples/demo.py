@@ -1,9 +1,10 @@
-"""`make demo`: segment the example photos with the shipped model; results in examples/out/.
+"""`make demo`: segment the example photos; results in examples/out/.
 
 Runs the real command line (printed before it runs): ``wnet segment`` on ``examples/images``
-with the default model that ships in the package (``wnetcli/models/default.onnx``), saving the
-label maps, overlays, coloured label maps and hierarchies in ``examples/out/masks``. ``wnet
-segment`` prints a summary table; a rerun skips the images already done.
+with the default recipe (image cues only: the network does not run; ``--recipe network`` adds
+the shipped W-Net, ``wnetcli/models/default.onnx``), saving the label maps, overlays, coloured
+label maps and hierarchies in ``examples/out/masks``. ``wnet segment`` prints a summary table;
+a rerun skips the images already done.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The README's pictures: input, overlay, hierarchy and soft segmentation of example photos.
 
-Runs the library API with the shipped default model and writes one PNG per photo to
-``docs/images/<stem>.png``: the input, its boundaries at the default level, the hierarchy (the
+Runs the library API (a recipe, ``default`` unless ``--recipe`` says otherwise, and the shipped
+model for the soft segmentation) and writes one PNG per photo to ``<out>/<stem>.png``
+(``docs/images`` by default): the input, its boundaries at the default level, the hierarchy (the
 ucm2 drawn dark where boundaries are strong) and the W-Net's argmax, side by side::
 
     .venv/bin/python examples/figures.py examples/images/coffee.jpg examples/images/astronaut.jpg
@@ -9,6 +10,7 @@ ucm2 drawn dark where boundaries are strong) and the W-Net's argmax, side by sid
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -18,8 +20,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wnetcli.errors import InputError  # noqa: E402
 from wnetcli.images import read_rgb  # noqa: E402
-from wnetcli.segmentation import Segmenter, SegmentOptions  # noqa: E402
+from wnetcli.segmentation import Segmenter, SegmentOptions, load_recipe  # noqa: E402
 from wnetcli.segmentation.outputs import boundary_mask, colorize  # noqa: E402
 
 PANEL_WIDTH = 320
@@ -60,14 +63,22 @@ def figure(rgb: np.ndarray, result) -> np.ndarray:
 
 
 def main() -> None:
-    out = ROOT / "docs" / "images"
-    out.mkdir(parents=True, exist_ok=True)
-    segmenter = Segmenter(None, SegmentOptions(device="cpu"))
-    for name in sys.argv[1:]:
-        path = Path(name)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", type=Path, help="photos to draw")
+    parser.add_argument("--recipe", default="default", metavar="NAME|FILE", help="the post-processing recipe")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images", help="folder of the PNGs")
+    args = parser.parse_args()
+    try:
+        recipe = load_recipe(args.recipe)
+    except InputError as exc:
+        parser.error(str(exc))
+    args.out.mkdir(parents=True, exist_ok=True)
+    # soft_maps: the last panel shows the network's argmax, whatever the recipe reads.
+    segmenter = Segmenter(None, SegmentOptions(recipe=recipe, soft_maps=True, device="cpu"))
+    for path in args.images:
         rgb = read_rgb(path)
         result = segmenter.segment(rgb)
-        target = out / f"{path.stem}.png"
+        target = args.out / f"{path.stem}.png"
         Image.fromarray(figure(rgb, result)).save(target, optimize=True)
         print(f"{target}: {result.regions} regions")
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+#: The folder of these helpers, for a subprocess that imports them (``sys.path.insert(0, HELPERS)``).
+HELPERS = str(Path(__file__).resolve().parent)
+
 
 def processes_with(*markers: str, exclude: tuple[int, ...] = ()) -> list[int]:
     """Pids of live processes whose command line holds every one of ``markers`` (a run's

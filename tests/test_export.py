@@ -144,7 +144,7 @@ def test_segment_runtime_runs_the_export(exported):
     from wnetcli.segmentation.runtime import OnnxModel
 
     model = OnnxModel(exported.path, device="cpu")
-    probs = model.run(np.random.default_rng(0).integers(0, 256, (2, 9, 11, 3), dtype=np.uint8))
+    probs = model.run(np.random.default_rng(0).integers(0, 256, (2, 9, 11, 3), dtype=np.uint8))["probs"]
     assert probs.shape == (2, 4, 9, 11)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 

@@ -10,21 +10,23 @@ import pytest
 
 from wnetcli.errors import InputError
 from wnetcli.evaluation import EvaluationOptions
-from wnetcli.segmentation import BatchOptions, SegmentOptions
-from wnetcli.segmentation.postprocess import PostprocessOptions
+from wnetcli.segmentation import BatchOptions, Cut, SegmentOptions
+from wnetcli.segmentation.cues import LabGradient, NetworkEdges
+from wnetcli.segmentation.hierarchy import SuperpixelOptions
+from wnetcli.segmentation.recipe import Grid, Use
 
 
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: PostprocessOptions(regions=2.5), "PostprocessOptions.regions must be int | None, got 2.5"),
-        (lambda: PostprocessOptions(regions=True), "PostprocessOptions.regions must be int | None, got True"),
-        (lambda: PostprocessOptions(level="0.5"), "PostprocessOptions.level must be float | None, got '0.5'"),
-        (lambda: PostprocessOptions(hierarchy_downsample=2.5), "hierarchy_downsample must be int, got 2.5"),
-        (lambda: PostprocessOptions(wnet_weight=math.nan), "wnet_weight must be float, got nan"),
-        (lambda: PostprocessOptions(colour_sigmas=(1.0, "x")), "colour_sigmas must be tuple[float, ...]"),
-        (lambda: PostprocessOptions(crf="yes"), "PostprocessOptions.crf must be bool, got 'yes'"),
-        (lambda: PostprocessOptions(superpixel_quantisation=70000), "quantisation must be between 2 and 65536"),
+        (lambda: Cut(regions=2.5), "Cut.regions must be int | None, got 2.5"),
+        (lambda: Cut(regions=True), "Cut.regions must be int | None, got True"),
+        (lambda: Cut(level="0.5"), "Cut.level must be float | None, got '0.5'"),
+        (lambda: Grid(downsample=2.5), "Grid.downsample must be int, got 2.5"),
+        (lambda: Use(NetworkEdges(), boundary=math.nan), "Use.boundary must be float, got nan"),
+        (lambda: LabGradient(sigmas=(1.0, "x")), "LabGradient.sigmas must be tuple[float, ...]"),
+        (lambda: NetworkEdges(smoothed="yes"), "NetworkEdges.smoothed must be bool, got 'yes'"),
+        (lambda: SuperpixelOptions(quantisation=70000), "quantisation must be between 2 and 65536"),
         (lambda: SegmentOptions(batch_size="2"), "SegmentOptions.batch_size must be int, got '2'"),
         (lambda: BatchOptions(out_dir=Path("o"), shard="0/2"), "shard must be tuple[int, int] | None, got '0/2'"),
         (lambda: EvaluationOptions(max_dist=-1.0), "max_dist must be a positive fraction"),
@@ -38,7 +40,7 @@ def test_wrong_types_are_input_errors_naming_the_field(make, message):
 
 def test_what_the_annotations_allow_passes():
     # An int where a float is asked, a list (from JSON settings) where a tuple is, a str path.
-    options = PostprocessOptions(wnet_weight=1, colour_sigmas=[1, 2.0], regions=None, level=0.4)
-    assert options.colour_sigmas == [1, 2.0]
+    assert Use(NetworkEdges(), boundary=1).boundary == 1 and Cut(regions=None, level=0.4).level == 0.4
+    assert LabGradient(sigmas=[1, 2.0]).sigmas == [1, 2.0]
     assert BatchOptions(out_dir="out", shard=(0, 2)).shard == (0, 2)
-    assert SegmentOptions(postprocess=PostprocessOptions(), threads=None).postprocess is not None
+    assert SegmentOptions(threads=None).recipe is not None

@@ -9,6 +9,7 @@ import pytest
 
 from wnetcli.ucm import (
     check_ucm2,
+    edges_to_ucm2,
     labels_to_ucm2,
     nested_levels,
     seg_to_boundary,
@@ -132,3 +133,13 @@ def test_nested_levels_refuse_a_ucm2_with_raised_pixels():
     ucm2 = np.zeros((5, 5))
     ucm2[1, 1] = 0.5
     assert nested_levels(ucm2, [0.1, 0.6]) is None
+
+
+def test_edges_to_ucm2_puts_borders_and_junctions_on_the_doubled_grid():
+    right = np.array([[0.2], [0.0]], dtype=np.float32)  # 2 x 2 image
+    down = np.array([[0.0, 0.7]], dtype=np.float32)
+    ucm2 = edges_to_ucm2(right, down)
+    assert ucm2.shape == (5, 5)
+    assert ucm2[1, 2] == np.float32(0.2) and ucm2[3, 2] == 0 and ucm2[2, 3] == np.float32(0.7)
+    assert ucm2[2, 2] == np.float32(0.7)  # the junction takes the max of its four borders
+    np.testing.assert_array_equal(ucm2[1::2, 1::2], 0)

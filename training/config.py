@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 
 from wnetcli.errors import InputError
 from wnetcli.model_info import min_padded_side
+from wnetcli.options import read_settings_file
 
 UPSAMPLING_MODES = ("transposed", "transposed_bilinear", "resize_conv")
 PADDING_MODES = ("zeros", "reflect")
@@ -293,28 +294,7 @@ PRESETS: dict[str, TrainConfig] = {
 
 def load_config_file(path) -> dict:
     """Read a JSON (``.json``) or TOML (any other suffix) file of training settings as a dict."""
-    import json
-    from pathlib import Path
-
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
-    try:
-        if path.suffix.lower() == ".json":
-            values = json.loads(text)
-        else:
-            try:
-                import tomllib
-            except ModuleNotFoundError as exc:  # Python 3.10
-                raise InputError(f"{path}: TOML config files need Python 3.11+; use JSON") from exc
-            values = tomllib.loads(text)
-    except ValueError as exc:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
-        raise InputError(f"cannot parse config file {path}: {exc}") from exc
-    if not isinstance(values, dict):
-        raise InputError(f"config file {path} must hold a table of settings")
-    return values
+    return read_settings_file(path, "config file")
 
 
 def with_boundary_defaults(values: dict, base: TrainConfig) -> dict:

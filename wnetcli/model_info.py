@@ -13,7 +13,9 @@ over K, and, for a model with a boundary head, a second output ``boundaries`` of
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 
 from wnetcli.errors import ModelError
@@ -128,3 +130,13 @@ class ModelInfo:
             )
         except (KeyError, ValueError) as exc:
             raise ModelError(f"{source} has malformed wnet metadata ({exc})") from exc
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file: what ties an exported model to its checkpoint, and a run's
+    records to the model that made them."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from wnetcli.errors import InputError
 
-__all__ = ["check_field_types"]
+__all__ = ["check_field_types", "read_settings_file"]
 
 
 @cache
@@ -75,3 +75,40 @@ def check_field_types(options: object) -> None:
             hint = hints[field.name]
             expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
             raise InputError(f"{type(options).__name__}.{field.name} must be {expected}, got {value!r}")
+
+
+def read_settings_file(path: str | Path, what: str = "settings file") -> dict:
+    """Read a file of settings: JSON (``.json``) or TOML (any other suffix), as a dict.
+
+    Parameters
+    ----------
+    path : str or Path
+    what : str
+        What the file is, for the messages (``"config file"``, ``"recipe"``).
+
+    Raises
+    ------
+    InputError
+        A file that cannot be read or parsed, or that holds no table, in one line naming it.
+    """
+    import json
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    try:
+        if path.suffix.lower() == ".json":
+            values = json.loads(text)
+        else:
+            try:
+                import tomllib
+            except ModuleNotFoundError as exc:  # Python 3.10
+                raise InputError(f"{path}: TOML files need Python 3.11+; write the {what} as JSON") from exc
+            values = tomllib.loads(text)
+    except ValueError as exc:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+        raise InputError(f"cannot parse {what} {path}: {exc}") from exc
+    if not isinstance(values, dict):
+        raise InputError(f"{what} {path} must hold a table of settings")
+    return values

@@ -25,6 +25,7 @@ import numpy as np
 
 __all__ = [
     "check_ucm2",
+    "edges_to_ucm2",
     "nested_levels",
     "labels_to_ucm2",
     "seg_to_boundary",
@@ -244,17 +245,36 @@ def labels_to_ucm2(levels: Sequence[np.ndarray], heights: Sequence[float] | None
             raise ValueError(f"all levels must have shape {shape}, got {labels.shape}")
         right[labels[:, 1:] == labels[:, :-1]] = h
         down[labels[1:, :] == labels[:-1, :]] = h
+    return edges_to_ucm2(right, down)
+
+
+def edges_to_ucm2(right: np.ndarray, down: np.ndarray) -> np.ndarray:
+    """Draw pixel-border values on the doubled grid.
+
+    Parameters
+    ----------
+    right : (H, W-1) float ndarray
+        Value of the border between pixels (i, j) and (i, j+1).
+    down : (H-1, W) float ndarray
+        Value of the border between pixels (i, j) and (i+1, j).
+
+    Returns
+    -------
+    (2H+1, 2W+1) float32 ndarray
+        Pixels at ``[1::2, 1::2]`` are 0, borders at (odd, even) / (even, odd), each junction the
+        maximum of the borders around it. The outer frame repeats its inner neighbours, as the
+        gPb-owt-ucm files do: a constant frame would either join every region touching the
+        border (0) or mark the last row and column of ``ucm2[2::2, 2::2]`` as boundary at every
+        threshold (1).
+    """
+    height, width = down.shape[0] + 1, right.shape[1] + 1
     ucm2 = np.zeros((2 * height + 1, 2 * width + 1), dtype=np.float32)
     ucm2[1:-1:2, 2:-1:2] = right
     ucm2[2:-1:2, 1:-1:2] = down
-    junctions = np.maximum(
-        np.maximum(ucm2[1:-2:2, 2:-1:2], ucm2[3::2, 2:-1:2]),
-        np.maximum(ucm2[2:-1:2, 1:-2:2], ucm2[2:-1:2, 3::2]),
+    np.maximum.reduce(
+        [ucm2[1:-2:2, 2:-1:2], ucm2[3::2, 2:-1:2], ucm2[2:-1:2, 1:-2:2], ucm2[2:-1:2, 3::2]],
+        out=ucm2[2:-1:2, 2:-1:2],
     )
-    ucm2[2:-1:2, 2:-1:2] = junctions
-    # The frame copies its inner neighbours, as the gPb-owt-ucm files do: a constant frame
-    # would either join every region touching the border (0) or mark the last row and column
-    # of ucm2[2::2, 2::2] as boundary at every threshold (1).
     ucm2[0, :], ucm2[-1, :] = ucm2[1, :], ucm2[-2, :]
     ucm2[:, 0], ucm2[:, -1] = ucm2[:, 1], ucm2[:, -2]
     return ucm2

@@ -66,85 +66,46 @@ def is_debug() -> bool:
     return _state["debug"]
 
 
-def _fraction_option(flag: str, help: str):
-    """An optional number in [0, 1] (None: the post-processing default)."""
-    return typer.Option(None, flag, min=0.0, max=1.0, help=help)
-
-
-def wnet_share_option(prefix: str = ""):
-    """The ``--wnet-share S`` option of segment and evaluate (None: the post-processing default)."""
-    return _fraction_option(
-        "--wnet-share",
-        prefix + "The network's share of the region likeness in merging; the rest is the image's colour "
-        "and texture (default 0).",
+def recipe_option():
+    """The ``--recipe NAME|FILE`` option of segment and evaluate."""
+    return typer.Option(
+        None, "--recipe",
+        help="Post-processing recipe: default, fast, network (uses the W-Net), or a recipe file (.toml); "
+        "see docs/design.md. Default: default.",
     )
 
 
-def wnet_edges_option(prefix: str = ""):
-    """The ``--wnet-edges W`` option of segment and evaluate (None: the post-processing default)."""
-    return _fraction_option(
-        "--wnet-edges",
-        prefix + "Weight of the network's own boundaries (where its soft segmentation changes) in "
-        "the boundary map (default 0).",
+def fast_option():
+    """The ``--fast`` flag of segment and evaluate: ``--recipe fast``."""
+    return typer.Option(
+        False, "--fast",
+        help="Short for --recipe fast: cues and hierarchy on a 2x coarser grid, about 3x faster, slightly "
+        "lower scores.",
     )
 
 
-def merge_only_option(prefix: str = ""):
-    """The ``--wnet-merge-only`` flag of segment and evaluate."""
-    return typer.Option(False, "--wnet-merge-only", help=prefix + MERGE_ONLY_HELP)
-
-
-def tta_option(prefix: str = ""):
-    """The ``--tta`` flag of segment and evaluate."""
-    return typer.Option(False, "--tta", help=prefix + TTA_HELP)
-
-
-def fast_option(prefix: str = ""):
-    """The ``--fast`` flag of segment and evaluate."""
-    return typer.Option(False, "--fast", help=prefix + FAST_HELP)
-
-
-TTA_HELP = (
-    "Also run the network on each image's mirror and average the soft maps "
-    "(twice the inference time; used only where the soft maps are read)."
-)
-MERGE_ONLY_HELP = (
-    "With --wnet-edges: the network's edges weigh only in the merging, and the superpixel borders "
-    "follow the image's edges alone (with --fast it scored better on BSDS500, see README)."
-)
-FAST_HELP = (
-    "Boundaries and hierarchy on a 2x coarser grid: post-processing about 3x faster, "
-    "borders on a 2-pixel lattice, slightly lower scores (see README)."
-)
-
-
-def postprocess_overrides(
-    wnet_share: float | None, fast: bool = False, wnet_edges: float | None = None, merge_only: bool = False
-) -> dict:
-    """:class:`~wnetcli.segmentation.postprocess.PostprocessOptions` fields that ``--wnet-share``,
-    ``--wnet-edges``, ``--wnet-merge-only`` and ``--fast`` set.
+def resolve_recipe(recipe: str | None, fast: bool):
+    """The :class:`~wnetcli.segmentation.recipe.Recipe` that ``--recipe`` and ``--fast`` name.
 
     Raises
     ------
     InputError
-        For ``--wnet-merge-only`` without network edges to keep out of the watershed.
+        For both flags at once, an unknown name or a bad recipe file.
     """
-    overrides: dict = {} if wnet_share is None else {"likeness_colour_share": 1.0 - wnet_share}
-    if wnet_edges is not None:
-        overrides["wnet_weight"] = wnet_edges
-    if merge_only:
-        if not wnet_edges:
-            from wnetcli.errors import InputError
+    from wnetcli.errors import InputError
+    from wnetcli.segmentation.recipe import load_recipe
 
-            raise InputError(
-                "--wnet-merge-only needs --wnet-edges W (W > 0): it keeps those edges out of the watershed"
-            )
-        overrides["wnet_merge_only"] = True
-    if fast:
-        from wnetcli.segmentation.postprocess import FAST_OVERRIDES
+    if fast and recipe is not None and recipe != "fast":
+        raise InputError(f"--fast is short for --recipe fast: give one of --fast and --recipe {recipe}")
+    return load_recipe("fast" if fast else recipe or "default")
 
-        overrides.update(FAST_OVERRIDES)
-    return overrides
+
+def unused_model_note(model, recipe_name: str) -> str:
+    """The one plain line that says a given ``--model`` was not run, and how to run it."""
+    return (
+        f"note: --model {model} was checked but not run: recipe {recipe_name!r} reads none of the network's "
+        "output; --recipe network (or a recipe file with a network cue) runs it"
+    )
 
 
 def transient_progress(*columns):

@@ -6,79 +6,45 @@ import os
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from wnetcli.cli import (
-    command,
-    console,
-    fast_option,
-    merge_only_option,
-    postprocess_overrides,
-    progress_lines,
-    tta_option,
-    wnet_edges_option,
-    wnet_share_option,
-)
+from wnetcli.cli import command, console, fast_option, progress_lines, recipe_option, resolve_recipe, unused_model_note
 
 
 def _build_method(
-    results: Path | None,
-    method: str | None,
-    model: Path | None,
-    crf: bool,
-    merge: bool,
-    device: str,
+    results: Path | None, method: str | None, model: Path | None, recipe: str | None, fast: bool, device: str,
     jobs: int,
-    wnet_share: float | None = None,
-    fast: bool = False,
-    wnet_edges: float | None = None,
-    tta: bool = False,
-    merge_only: bool = False,
 ):
-    """The method under evaluation, from the mutually exclusive --results / --method / --model."""
+    """The method under evaluation: precomputed --results, a scikit-image --method, or (the
+    default) the segmentation pipeline with --recipe (and --model where the recipe reads it)."""
     from wnetcli.errors import InputError
-    from wnetcli.evaluation import Baseline, HierarchyMethod, ResultsDir, SegmenterMethod
+    from wnetcli.evaluation import Baseline, ResultsDir, SegmenterMethod
 
-    chosen = [name for name, value in (("--results", results), ("--method", method), ("--model", model)) if value]
-    if len(chosen) > 1:
-        raise InputError(f"give one of --results, --method, --model, not {' and '.join(chosen)}")
+    chosen = [name for name, value in (("--results", results), ("--method", method)) if value]
+    pipeline = [name for name, value in (("--model", model), ("--recipe", recipe), ("--fast", fast)) if value]
+    if len(chosen) > 1 or (chosen and pipeline):
+        given = " and ".join(chosen + pipeline)
+        raise InputError(f"give one of --results, --method or the pipeline's flags, not {given}")
     if results is not None:
         return ResultsDir(results, name=results.name or "results")
-    if method is not None and method.lower() == "classical":
-        if not fast:
-            return HierarchyMethod()
-        from wnetcli.segmentation.postprocess import PostprocessOptions
-
-        return HierarchyMethod(PostprocessOptions(**postprocess_overrides(None, fast)), name="classical-fast")
     if method is not None:
         from wnetcli.evaluation.baselines import BASELINES
 
-        if method.lower() not in BASELINES:  # the library's message would not name "classical"
-            raise InputError(f"unknown method {method!r}; choose one of {', '.join([*BASELINES, 'classical'])}")
+        if method.lower() == "classical":  # the name of the recipe-less days
+            raise InputError("--method classical is now the default: run without --method (or --recipe default)")
+        if method.lower() not in BASELINES:
+            raise InputError(f"unknown method {method!r}; choose one of {', '.join(BASELINES)}")
         return Baseline(method.lower())
-    if model is not None and not model.is_file():
-        raise InputError(f"model not found: {model}")
-    try:
-        from wnetcli.segmentation import SegmentOptions
-        from wnetcli.segmentation.postprocess import PostprocessOptions
-    except ImportError as exc:
-        from wnetcli.errors import ModelError
+    from wnetcli.segmentation import SegmentOptions
 
-        raise ModelError(
-            f"the W-Net segmentation pipeline is not available ({exc}); use --results or --method"
-        ) from exc
+    chosen_recipe = resolve_recipe(recipe, fast)
+    if model is not None and not chosen_recipe.reads_network:
+        console.print(escape(unused_model_note(model, chosen_recipe.name)), highlight=False, soft_wrap=True)
     # Each worker process runs its own onnxruntime session: share the cores instead of oversubscribing.
     threads = None if jobs == 1 else max(1, (os.cpu_count() or 1) // jobs)
-    # The hierarchy needs the soft maps only through the W-Net cues; --no-merge scores their argmax.
-    overrides = postprocess_overrides(wnet_share, fast, wnet_edges, merge_only)
-    post = PostprocessOptions(crf=crf, keep_probs=not merge, **overrides)
-    options = SegmentOptions(device=device, threads=threads, tta=tta, postprocess=post)
-    name = (model.stem if model else "wnet") + ("" if crf else "-no-crf") + ("" if merge else "-no-merge")
-    name += "" if wnet_share is None else f"-wnet-share-{wnet_share:g}"
-    name += "" if wnet_edges is None else f"-wnet-edges-{wnet_edges:g}"
-    name += "-merge-only" if merge_only else ""
-    name += "-tta" if tta else ""
-    name += "-fast" if fast else ""
-    return SegmenterMethod(model, options, name=name, merge=merge)
+    options = SegmentOptions(recipe=chosen_recipe, device=device, threads=threads)
+    name = chosen_recipe.name + (f"-{model.stem}" if model is not None and chosen_recipe.reads_network else "")
+    return SegmenterMethod(model, options, name=name)
 
 
 @command("evaluate")
@@ -89,12 +55,13 @@ def evaluate(
         None, "--results", help="Precomputed results, one per image id: .mat (ucm2/segs), .npy, .png, or a folder."
     ),
     method: str | None = typer.Option(
-        None,
-        "--method",
-        help="felzenszwalb, slic, quickshift, watershed (scikit-image hierarchies) or classical "
-        "(wnet's own hierarchy without the network).",
+        None, "--method", help="A scikit-image baseline instead of wnet: felzenszwalb, slic, quickshift or watershed."
     ),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Exported W-Net model (.onnx) to run."),
+    model: Path | None = typer.Option(
+        None, "--model", "-m", help="Exported W-Net model (.onnx), for recipes that read the network."
+    ),
+    recipe: str | None = recipe_option(),
+    fast: bool = fast_option(),
     thresholds: int = typer.Option(99, "--thresholds", min=1, help="Thresholds for soft maps and ucm2."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
@@ -103,20 +70,12 @@ def evaluate(
         False, "--save-results", help="Write each prediction to <out>/results/ for rescoring with --results."
     ),
     regions: bool = typer.Option(True, "--regions/--no-regions", help="Run the region benchmark too."),
-    crf: bool = typer.Option(True, "--crf/--no-crf", help="W-Net pipeline: CRF on the soft segmentation."),
-    merge: bool = typer.Option(
-        True, "--merge/--no-merge", help="W-Net pipeline: the hierarchy, or the network's argmax segments alone."
-    ),
-    wnet_share: float | None = wnet_share_option("W-Net pipeline: "),
-    wnet_edges: float | None = wnet_edges_option("W-Net pipeline: "),
-    merge_only: bool = merge_only_option("W-Net pipeline: "),
-    tta: bool = tta_option("W-Net pipeline: "),
-    fast: bool = fast_option("W-Net pipeline and classical: "),
-    device: str = typer.Option("auto", "--device", help="W-Net pipeline: auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="Where the network runs: auto, cpu or cuda."),
 ) -> None:
-    """Score a method on BSDS500 as the official benchmark does: boundary P/R/F (ODS, OIS, AP), covering, PRI, VI.
+    """Score wnet (or a baseline, or precomputed results) on BSDS500 as the official benchmark does.
 
-    Writes metrics.json, per-image and per-threshold CSVs and a precision-recall plot to --out.
+    Boundary P/R/F (ODS, OIS, AP), covering, PRI, VI. Writes metrics.json (with the recipe that made
+    the results), per-image and per-threshold CSVs and a precision-recall plot to --out.
     """
     from wnetcli.atomic import prepare_folder
     from wnetcli.evaluation import EvaluationOptions, find_split, write_report
@@ -124,9 +83,7 @@ def evaluate(
     images = find_split(bsds, split.lower())
     if limit is not None:
         images = images[:limit]
-    chosen = _build_method(
-        results, method, model, crf, merge, device, jobs, wnet_share, fast, wnet_edges, tta, merge_only
-    )
+    chosen = _build_method(results, method, model, recipe, fast, device, jobs)
     out = prepare_folder(out or Path(f"eval-{chosen.name}"))  # before the work, not after it
     options = EvaluationOptions(
         thresholds=thresholds, jobs=jobs, regions=regions, save_dir=out / "results" if save_results else None

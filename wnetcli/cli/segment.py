@@ -11,12 +11,10 @@ from wnetcli.cli import (
     command,
     console,
     fast_option,
-    merge_only_option,
-    postprocess_overrides,
     progress_lines,
-    tta_option,
-    wnet_edges_option,
-    wnet_share_option,
+    recipe_option,
+    resolve_recipe,
+    unused_model_note,
 )
 
 _MAX_FAILURES_SHOWN = 20
@@ -36,20 +34,32 @@ def _split_save(values: list[str]) -> tuple[str, ...]:
 @command("segment")
 def segment(
     inputs: list[Path] = typer.Argument(
-        ..., help="Image files and/or folders to segment.", show_default=False
+        ..., help="Image files and/or folders to segment.", show_default=False, metavar="PATH"
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (mirrors the input tree)."),
     model: Path | None = typer.Option(
-        None, "--model", "-m", help="Exported model (.onnx) from `wnet export` (default: the shipped model)."
+        None, "--model", "-m",
+        help="Exported model (.onnx) from `wnet export`, for recipes that read the network (default: the "
+        "shipped model).",
     ),
-    recursive: bool = typer.Option(
-        False, "--recursive", "-r", help="Descend into subfolders of input folders."
-    ),
+    recipe: str | None = recipe_option(),
+    fast: bool = fast_option(),
     save: list[str] = typer.Option(
         [], "--save", help="Extra outputs, repeatable or comma-separated: overlay, color, ucm, probs."
     ),
     ucm_format: str = typer.Option(
         "png", "--ucm-format", help="ucm file format: png (16-bit) or npy (float32)."
+    ),
+    regions: int | None = typer.Option(
+        None, "--regions", min=1, help="Cut the hierarchy into exactly N regions (where it has that many)."
+    ),
+    level: float | None = typer.Option(
+        None, "--level", min=0.0, max=1.0,
+        help="Cut the hierarchy at level T: 1 is where each image's strongest structure merges (one region), "
+        "0 its finest superpixels; default 0.5.",
+    ),
+    recursive: bool = typer.Option(
+        False, "--recursive", "-r", help="Descend into subfolders of input folders."
     ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Redo images whose outputs exist (default: skip)."
@@ -58,53 +68,35 @@ def segment(
         None, "--shard", help="Process only shard I of N (0 <= I < N), e.g. 0/4."
     ),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if it works, else CPU), cpu or cuda."),
-    batch_size: int = typer.Option(1, "--batch-size", "-b", min=1, help="Images per inference call."),
-    threads: int | None = typer.Option(
-        None, "--threads", min=0,
-        help="Inference threads per call (default: on the CPU the cores shared among the --streams calls).",
-    ),
-    streams: int | None = typer.Option(
-        None, "--streams", min=1,
-        help="Inference calls at once (default: 2 on a CPU with 2+ cores, 1 on CUDA; faster than one call "
-        "with twice the threads, see README).",
-    ),
     workers: int | None = typer.Option(
         None, "--workers", min=0,
         help="Post-processing processes (default: one per core, none for a single image; 0: no overlap).",
     ),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", min=1, help="Images per inference call."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1,
+        help="Inference threads per call (default: on the CPU the cores shared among the --streams calls).",
+    ),
+    streams: int | None = typer.Option(
+        None, "--streams", min=1,
+        help="Inference calls at once (default: 2 on a CPU with 2+ cores, 1 on CUDA).",
+    ),
     max_size: int = typer.Option(
         2048, "--max-size", min=0,
-        help="Images whose longer side is larger than this are segmented at this size (network and "
-        "hierarchy; the outputs are mapped back to full size). 0: never.",
-    ),
-    crf: bool = typer.Option(
-        True, "--crf/--no-crf", help="Fully connected CRF on the soft segmentation (run only when they are read)."
-    ),
-    crf_iterations: int = typer.Option(
-        5, "--crf-iterations", min=1, help="Mean-field iterations of the CRF."
-    ),
-    wnet_share: float | None = wnet_share_option(""),
-    wnet_edges: float | None = wnet_edges_option(""),
-    merge_only: bool = merge_only_option(),
-    tta: bool = tta_option(),
-    fast: bool = fast_option(),
-    regions: int | None = typer.Option(None, "--regions", min=1, help="Cut the hierarchy into N regions."),
-    level: float | None = typer.Option(
-        None, "--level", min=0.0, max=1.0, help="Cut the hierarchy at level T."
+        help="Images whose longer side is larger than this are segmented on a grid an integer factor coarser "
+        "(the outputs are mapped back to full size). 0: never.",
     ),
 ) -> None:
-    """Segment images into label maps (and optionally overlays, colours, ucm hierarchies, probabilities).
+    """Segment images into label maps (and optionally overlays, colours, ucm hierarchies, soft maps).
 
     Outputs that exist are skipped, so a rerun resumes; the exit code is 1 if any image failed.
     """
     from wnetcli.errors import InputError
-    from wnetcli.segmentation import BatchOptions, SegmentOptions
+    from wnetcli.segmentation import BatchOptions, Cut, SegmentOptions
     from wnetcli.segmentation.batch import parse_shard
-    from wnetcli.segmentation.postprocess import PostprocessOptions
 
     if regions is not None and level is not None:
         raise InputError("give --regions or --level, not both")
-    overrides = postprocess_overrides(wnet_share, fast, wnet_edges, merge_only)
     batch_options = BatchOptions(
         out_dir=out,
         save=_split_save(save),
@@ -115,20 +107,14 @@ def segment(
         workers=workers,
     )
     segment_options = SegmentOptions(
+        recipe=resolve_recipe(recipe, fast),
+        cut=Cut(regions=regions, level=level),
+        soft_maps="probs" in batch_options.save,
         device=device,
         threads=threads,
         streams=streams,
         batch_size=batch_size,
         max_size=max_size or None,
-        tta=tta,
-        postprocess=PostprocessOptions(
-            crf=crf,
-            crf_iterations=crf_iterations,
-            regions=regions,
-            level=level,
-            keep_probs="probs" in batch_options.save,
-            **overrides,
-        ),
     )
     try:
         report = _run_with_progress(inputs, model, batch_options, segment_options)
@@ -140,7 +126,7 @@ def segment(
             soft_wrap=True,
         )
         raise typer.Exit(130) from None
-    _print_report(report, model)
+    _print_report(report, model, segment_options.recipe.name)
     if report.failed:
         raise typer.Exit(1)
 
@@ -152,7 +138,7 @@ def _run_with_progress(inputs, model, batch_options, segment_options):
         return segment_folder(inputs, model, batch_options, segment_options, progress=progress)
 
 
-def _print_report(report, model: Path | None) -> None:
+def _print_report(report, model: Path | None, recipe_name: str) -> None:
     from rich.table import Table
 
     from wnetcli.segmentation.batch import FAILED, OK, SKIPPED
@@ -160,18 +146,7 @@ def _print_report(report, model: Path | None) -> None:
     if report.device_note:
         console.print(f"[dim]{report.device_note}[/]", highlight=False)
     if not report.network_run and model is not None:
-        console.print(
-            f"note: --model {escape(str(model))} was checked but not run: these settings read none of the "
-            "network's output (it runs for --wnet-share, --wnet-edges or --save probs)",
-            highlight=False,
-            soft_wrap=True,
-        )
-    elif not report.network_run:
-        console.print(
-            "[dim]the network was not run: these settings read none of its output (it runs for "
-            "--wnet-share, --wnet-edges or --save probs)[/]",
-            highlight=False,
-        )
+        console.print(escape(unused_model_note(model, recipe_name)), highlight=False, soft_wrap=True)
     ok = report.count(OK)
     table = Table(title=f"wnet segment ({report.device})", show_header=True)
     table.add_column("images")

@@ -20,7 +20,7 @@ from wnetcli.evaluation.baselines import BASELINES, Baseline
 from wnetcli.evaluation.compare import Comparison, MeasureComparison, compare_runs
 from wnetcli.evaluation.counts import RunCounts
 from wnetcli.evaluation.dataset import SPLITS, BsdsImage, find_split, load_ground_truth, pair_folder
-from wnetcli.evaluation.inputs import HierarchyMethod, Prediction, ResultsDir, SegmenterMethod, read_prediction
+from wnetcli.evaluation.inputs import Prediction, ResultsDir, SegmenterMethod, read_prediction
 from wnetcli.evaluation.report import metrics_dict, write_report
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "Comparison",
     "EvaluationOptions",
     "EvaluationResult",
-    "HierarchyMethod",
     "ImageResult",
     "MeasureComparison",
     "Prediction",

@@ -243,6 +243,9 @@ class EvaluationResult:
     images : list of ImageResult
     seconds : float
         Wall-clock time of the whole evaluation.
+    settings : dict
+        What the method says about itself, so that the result can be reproduced (a pipeline
+        method's recipe and model: :meth:`SegmenterMethod.describe`); empty for others.
     """
 
     method: str
@@ -252,6 +255,7 @@ class EvaluationResult:
     regions: RegionScores | None
     images: list[ImageResult]
     seconds: float
+    settings: dict = field(default_factory=dict)
 
 
 _worker_blas_limit = None
@@ -359,4 +363,5 @@ def evaluate(
         regions=regions,
         images=results,
         seconds=time.perf_counter() - start,
+        settings=method.describe() if hasattr(method, "describe") else {},
     )

@@ -8,8 +8,8 @@ A *prediction* is one of three kinds (:class:`Prediction`):
 
 A *method* is any picklable callable ``method(image: BsdsImage) -> Prediction`` (it runs in worker
 processes under ``--jobs``): :class:`ResultsDir` reads files, :mod:`.baselines` computes
-scikit-image hierarchies, :class:`SegmenterMethod` runs the W-Net pipeline and
-:class:`HierarchyMethod` its post-processing without the network.
+scikit-image hierarchies and :class:`SegmenterMethod` runs the segmentation pipeline with a
+recipe (the network only where the recipe reads it).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from wnetcli.errors import InputError, ModelError
 from wnetcli.evaluation.dataset import BsdsImage
 
-__all__ = ["KINDS", "HierarchyMethod", "Method", "Prediction", "ResultsDir", "SegmenterMethod", "read_prediction"]
+__all__ = ["KINDS", "Method", "Prediction", "ResultsDir", "SegmenterMethod", "read_prediction"]
 
 KINDS = ("ucm2", "segs", "soft")
 
@@ -188,26 +188,23 @@ class ResultsDir:
 
 @dataclass
 class SegmenterMethod:
-    """The W-Net pipeline (``wnet segment``) as a method: its ucm2 per image.
+    """The segmentation pipeline (``wnet segment``) as a method: its ucm2 per image.
 
-    The segmenter is built on first use in each process (onnxruntime sessions do not pickle).
+    The segmenter is built on first use in each process (onnxruntime sessions do not pickle);
+    it loads the model only if the recipe reads the network.
 
     Attributes
     ----------
     model : Path or None
         ONNX model; ``None`` is the default shipped model.
-    options : object
-        :class:`wnetcli.segmentation.SegmentOptions`, or ``None`` for its defaults.
-    merge : bool
-        True: the hierarchy (ucm2). False: the network's own segmentation without the merging,
-        the connected components of the argmax of its (CRF-smoothed) soft maps, as a single
-        level (``"segs"`` with one segmentation): what the hierarchy adds.
+    options : SegmentOptions or None
+        :class:`wnetcli.segmentation.SegmentOptions` (the recipe among them), or ``None`` for
+        its defaults.
     """
 
     model: Path | None = None
     options: Any = None
     name: str = "wnet"
-    merge: bool = True
     _segmenter: Any = field(default=None, repr=False, compare=False)
 
     def __getstate__(self) -> dict:
@@ -215,45 +212,33 @@ class SegmenterMethod:
         state["_segmenter"] = None
         return state
 
-    def __call__(self, image: BsdsImage) -> Prediction:
-        from wnetcli.images import read_rgb
-
+    def segmenter(self):
+        """The :class:`wnetcli.segmentation.Segmenter`, built once per process."""
         if self._segmenter is None:
             try:
                 from wnetcli.segmentation import Segmenter
             except ImportError as exc:
                 raise ModelError(f"the segmentation pipeline is not available: {exc}") from exc
             self._segmenter = Segmenter(self.model, self.options)
-        result = self._segmenter.segment(read_rgb(image.image))
-        if not self.merge:
-            from skimage.measure import label
+        return self._segmenter
 
-            if result.probs.shape[0] == 0:
-                raise ModelError("merge=False scores the soft maps' argmax: keep_probs must be on")
-            return Prediction("segs", [label(result.probs.argmax(axis=0), background=-1, connectivity=1)])
-        return Prediction("ucm2", np.asarray(result.ucm2, dtype=np.float64))
+    def describe(self) -> dict:
+        """The settings of the run (the ``settings`` of ``metrics.json``): the recipe with the
+        keys of a recipe file, and the model when the recipe runs it."""
+        from wnetcli.model_info import file_sha256
+        from wnetcli.segmentation.recipe import recipe_to_dict
 
-
-@dataclass
-class HierarchyMethod:
-    """wnet's post-processing hierarchy on the image alone, without the network (``--method classical``).
-
-    The same boundary cues (colour gradients, colour histogram gradients), superpixels and
-    merging (boundary strength, colour and texton likeness) as the W-Net pipeline, with the
-    W-Net's parts left out: the comparison that shows what the network adds.
-
-    Attributes
-    ----------
-    options : object
-        :class:`wnetcli.segmentation.postprocess.PostprocessOptions`, or ``None`` for its defaults.
-    """
-
-    options: Any = None
-    name: str = "classical"
+        segmenter = self.segmenter()
+        runs = segmenter.runs_network
+        return {
+            "recipe": recipe_to_dict(segmenter.recipe),
+            "max_size": segmenter.options.max_size,
+            "model": str(segmenter.model_path) if runs else None,
+            "model_sha256": file_sha256(segmenter.model_path) if runs else None,
+        }
 
     def __call__(self, image: BsdsImage) -> Prediction:
         from wnetcli.images import read_rgb
-        from wnetcli.segmentation.postprocess import PostprocessOptions, postprocess
 
-        result = postprocess(read_rgb(image.image), None, self.options or PostprocessOptions())
+        result = self.segmenter().segment(read_rgb(image.image))
         return Prediction("ucm2", np.asarray(result.ucm2, dtype=np.float64))

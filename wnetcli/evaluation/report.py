@@ -32,7 +32,7 @@ __all__ = ["metrics_dict", "write_report"]
 
 def metrics_dict(result: EvaluationResult) -> dict:
     """The summary written to ``metrics.json`` (None for measures that were not computed)."""
-    metrics: dict = {"method": result.method, "kind": result.kind}
+    metrics: dict = {"method": result.method, "kind": result.kind, "settings": result.settings}
     b = result.boundary
     metrics["boundary"] = (
         None

@@ -27,6 +27,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from wnetcli.errors import InputError
+from wnetcli.options import check_field_types
+from wnetcli.segmentation.grids import block_mean, upsample_linear
+
 # scipy.ndimage and scipy.sparse are imported where they are used: they take ~0.4 s to import,
 # and the main process of a folder run (decoding and the network) never needs them.
 if TYPE_CHECKING:
@@ -71,76 +75,15 @@ class CRFOptions:
     radius: int = 3
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name in ("iterations", "radius"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise InputError(f"CRFOptions.{name} must be >= 0, got {getattr(self, name)}")
         if self.downsample < 1:
-            raise ValueError(f"downsample must be >= 1, got {self.downsample}")
+            raise InputError(f"CRFOptions.downsample must be >= 1, got {self.downsample}")
         for name in ("appearance_xy", "appearance_lab", "smoothness_xy"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-
-
-def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    """Average ``factor x factor`` blocks of the last two axes (edge-padded to a multiple).
-
-    Parameters
-    ----------
-    image : (..., H, W) float ndarray
-    factor : int
-
-    Returns
-    -------
-    (..., ceil(H / factor), ceil(W / factor)) float32 ndarray
-    """
-    if factor == 1:
-        return image.astype(np.float32, copy=False)
-    height, width = image.shape[-2:]
-    pad_h, pad_w = -height % factor, -width % factor
-    if pad_h or pad_w:
-        pad = [(0, 0)] * (image.ndim - 2) + [(0, pad_h), (0, pad_w)]
-        image = np.pad(image, pad, mode="edge")
-    # Summing the factor**2 strided views is several times faster than a reshape + mean over
-    # two non-adjacent axes.
-    total = np.zeros(
-        (*image.shape[:-2], image.shape[-2] // factor, image.shape[-1] // factor), dtype=np.float32
-    )
-    for i in range(factor):
-        for j in range(factor):
-            total += image[..., i::factor, j::factor]
-    total *= np.float32(1.0 / (factor * factor))
-    return total
-
-
-def _linear_taps(size_out: int, size_in: int, factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices and weights of the bilinear upsampling that inverts :func:`block_mean`'s grid."""
-    centre = (np.arange(size_out, dtype=np.float32) + 0.5) / factor - 0.5
-    centre = np.clip(centre, 0, size_in - 1)
-    low = np.floor(centre).astype(np.intp)
-    high = np.minimum(low + 1, size_in - 1)
-    return low, high, (centre - low).astype(np.float32)
-
-
-def upsample_linear(image: np.ndarray, shape: tuple[int, int], factor: int) -> np.ndarray:
-    """Bilinear upsampling of the last two axes from a :func:`block_mean` grid to ``shape``.
-
-    Parameters
-    ----------
-    image : (..., h, w) float32 ndarray
-    shape : (H, W)
-        The full-resolution size; ``h == ceil(H / factor)``.
-    factor : int
-
-    Returns
-    -------
-    (..., H, W) float32 ndarray
-    """
-    if factor == 1:
-        return image
-    y0, y1, fy = _linear_taps(shape[0], image.shape[-2], factor)
-    x0, x1, fx = _linear_taps(shape[1], image.shape[-1], factor)
-    rows = image[..., y0, :] * (1 - fy)[:, None] + image[..., y1, :] * fy[:, None]
-    return rows[..., x0] * (1 - fx) + rows[..., x1] * fx
+                raise InputError(f"CRFOptions.{name} must be > 0, got {getattr(self, name)}")
 
 
 def _overlap(size: int, shift: int) -> tuple[slice, slice]:

@@ -8,7 +8,7 @@
    per-border lists of the superpixel borders do the bookkeeping, so a merge costs
    O(degree log E) instead of the per-step graph rebuild of
    ``skimage.graph.merge_hierarchical``.
-3. :func:`edges_to_ucm2`: every border between two 4-adjacent pixels gets the level at which
+3. :func:`wnetcli.ucm.edges_to_ucm2`: every border between two 4-adjacent pixels gets the level at which
    its two sides merged; the levels are made monotone (running maximum), so the map is an
    ultrametric and its cuts at growing thresholds are nested partitions.
 
@@ -22,25 +22,25 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import count
 
 import numpy as np
+
+from wnetcli.errors import InputError
+from wnetcli.options import check_field_types
+from wnetcli.ucm import edges_to_ucm2
 
 # scipy.ndimage is imported where it is used: it takes ~0.35 s to import, and the main process
 # of a folder run (decoding and the network) never needs it.
 
 __all__ = [
     "Hierarchy",
+    "MergeOptions",
     "PixelDescriptors",
     "SuperpixelOptions",
-    "block_index",
     "build_hierarchy",
-    "edges_to_ucm2",
     "merge_regions",
-    "upsample_labels",
-    "upsample_ucm2",
     "watershed_superpixels",
 ]
 
@@ -128,18 +128,17 @@ def _dense_region_sums(regions: np.ndarray, n: int, values: np.ndarray) -> np.nd
 
 @dataclass(frozen=True)
 class SuperpixelOptions:
-    """How :func:`watershed_superpixels` over-segments a boundary map, and the merge's size prior.
+    """How :func:`watershed_superpixels` over-segments a boundary map.
 
     Fewer superpixels make the merging faster (it is a Python loop over merges); the borders
-    stay on the boundary map's ridges either way.
+    stay on the boundary map's ridges either way. Lengths are in pixels of the map
+    (:meth:`on_grid` turns the image's into a coarser grid's).
 
     Attributes:
         quantisation: the map is rounded to this many grey levels, which merges the shallow
             minima that float noise leaves in flat areas.
         sigma: Gaussian smoothing (pixels) of the map the watershed floods (only; the merge
             criterion reads the unsmoothed map); 0: none.
-        size_prior: merge costs of regions smaller than this fraction of the image are
-            lowered (see :func:`merge_regions`); 0: mean border strength alone.
         window: a marker is a pixel equal to the minimum of the ``window x window`` square
             around it (connected such pixels form one marker); 3 gives every local minimum,
             larger windows fewer superpixels.
@@ -147,24 +146,47 @@ class SuperpixelOptions:
 
     quantisation: int = 256
     sigma: float = 1.0
-    window: int = 7
-    size_prior: float = 0.0
-    descriptor_weight: float = 0.0
+    window: int = 11
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if not 2 <= self.quantisation <= 65536:  # the levels are stored as uint16
-            raise ValueError(f"quantisation must be between 2 and 65536, got {self.quantisation}")
+            raise InputError(f"SuperpixelOptions.quantisation must be between 2 and 65536, got {self.quantisation}")
         if self.sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {self.sigma}")
-        if self.size_prior < 0:
-            raise ValueError(f"size_prior must be >= 0, got {self.size_prior}")
-        if not 0.0 <= self.descriptor_weight <= 1.0:
-            raise ValueError(f"descriptor_weight must be in [0, 1], got {self.descriptor_weight}")
+            raise InputError(f"SuperpixelOptions.sigma must be >= 0, got {self.sigma}")
         if self.window < 1:
-            raise ValueError(f"window must be at least 1, got {self.window}")
+            raise InputError(f"SuperpixelOptions.window must be at least 1, got {self.window}")
+
+    def on_grid(self, downsample: int) -> SuperpixelOptions:
+        """These options, lengths in the image's pixels, for a grid ``downsample`` times coarser."""
+        if downsample == 1:
+            return self
+        return replace(self, sigma=self.sigma / downsample, window=max(1, round(self.window / downsample)))
 
 
-def watershed_superpixels(strength: np.ndarray, options: SuperpixelOptions | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class MergeOptions:
+    """How :func:`merge_regions` chooses the next two regions to merge.
+
+    Attributes:
+        likeness: share of region likeness in the merge cost, in [0, 1] (the rest is the mean
+            boundary strength along the border); 0: boundary strength alone.
+        size_prior: regions smaller than about this fraction of the image merge earlier, even
+            behind a contrasted border (texture, noise); 0: no size term.
+    """
+
+    likeness: float = 0.45
+    size_prior: float = 0.01
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        if not 0.0 <= self.likeness <= 1.0:
+            raise InputError(f"MergeOptions.likeness must be in [0, 1], got {self.likeness}")
+        if self.size_prior < 0:
+            raise InputError(f"MergeOptions.size_prior must be >= 0, got {self.size_prior}")
+
+
+def watershed_superpixels(strength: np.ndarray, options: SuperpixelOptions = SuperpixelOptions()) -> np.ndarray:
     """Over-segment a boundary map: watershed basins grown from its (windowed) local minima.
 
     Parameters
@@ -183,7 +205,6 @@ def watershed_superpixels(strength: np.ndarray, options: SuperpixelOptions | Non
     from skimage.measure import label
     from skimage.segmentation import watershed
 
-    options = options or SuperpixelOptions()
     if options.sigma > 0:
         strength = ndi.gaussian_filter(strength, options.sigma, mode="nearest")
     levels = np.round(np.clip(strength, 0.0, 1.0) * (options.quantisation - 1)).astype(np.uint16)
@@ -224,33 +245,6 @@ def _pixel_borders(superpixels: np.ndarray, strength: np.ndarray):
         edge_ids.append(ids_map)
         start = stop
     return edges // n, edges % n, sums, counts, edge_ids[0], edge_ids[1]
-
-
-def block_index(full: int, small: int) -> np.ndarray:
-    """For each of ``full`` pixels along an axis, its cell on a grid of ``small`` cells:
-    ``i * small // full``, which is cell ``i // f`` of the ``ceil(full / f)`` block grids of
-    :func:`wnetcli.segmentation.crf.block_mean`. With ``small <= full`` it is non-decreasing,
-    steps by 0 or 1 and skips no cell, which :func:`upsample_labels` and :func:`upsample_ucm2`
-    rely on."""
-    return np.arange(full) * small // full
-
-
-def upsample_labels(
-    labels: np.ndarray, shape: tuple[int, int], index: Callable[[int, int], np.ndarray] = block_index
-) -> np.ndarray:
-    """Nearest-neighbour enlargement of an (h, w) label map to ``shape`` (H, W), H >= h, W >= w.
-
-    Pixel (i, j) takes coarse cell ``(index(H, h)[i], index(W, w)[j])`` (:func:`block_index`
-    by default; any map with its properties will do). No coarse row or column is skipped, so
-    two regions touch in the result exactly when they touch in ``labels`` (the region
-    adjacency graph is unchanged) and each region stays 4-connected.
-    """
-    height, width = shape
-    if height < labels.shape[0] or width < labels.shape[1]:
-        raise ValueError(f"cannot upsample {labels.shape} labels to the smaller {shape}")
-    rows = index(height, labels.shape[0])
-    cols = index(width, labels.shape[1])
-    return labels[rows[:, None], cols[None, :]]
 
 
 def merge_regions(
@@ -401,76 +395,11 @@ def merge_regions(
     return edge_levels, np.asarray(merge_levels, dtype=np.float32), merges
 
 
-def edges_to_ucm2(right: np.ndarray, down: np.ndarray) -> np.ndarray:
-    """Draw pixel-border values on the doubled grid.
-
-    Parameters
-    ----------
-    right : (H, W-1) float ndarray
-        Value of the border between pixels (i, j) and (i, j+1).
-    down : (H-1, W) float ndarray
-        Value of the border between pixels (i, j) and (i+1, j).
-
-    Returns
-    -------
-    (2H+1, 2W+1) float32 ndarray
-        Pixels at ``[1::2, 1::2]`` are 0, borders at (odd, even) / (even, odd), each junction the
-        maximum of the borders around it; the outer frame repeats its inner neighbours, as
-        :func:`wnetcli.ucm.labels_to_ucm2` and the gPb-owt-ucm files do.
-    """
-    height, width = down.shape[0] + 1, right.shape[1] + 1
-    ucm2 = np.zeros((2 * height + 1, 2 * width + 1), dtype=np.float32)
-    ucm2[1:-1:2, 2:-1:2] = right
-    ucm2[2:-1:2, 1:-1:2] = down
-    np.maximum.reduce(
-        [ucm2[1:-2:2, 2:-1:2], ucm2[3::2, 2:-1:2], ucm2[2:-1:2, 1:-2:2], ucm2[2:-1:2, 3::2]],
-        out=ucm2[2:-1:2, 2:-1:2],
-    )
-    ucm2[0, :], ucm2[-1, :] = ucm2[1, :], ucm2[-2, :]
-    ucm2[:, 0], ucm2[:, -1] = ucm2[:, 1], ucm2[:, -2]
-    return ucm2
-
-
-def upsample_ucm2(
-    ucm2: np.ndarray, shape: tuple[int, int], index: Callable[[int, int], np.ndarray] = block_index
-) -> np.ndarray:
-    """The ucm2 of the :func:`upsample_labels` enlargement (same ``index``) to ``shape`` (H, W).
-
-    A border between two pixels of the enlarged grid that fall in different coarse pixels
-    takes the coarse border's level; one inside a coarse pixel is 0. So every cut of the
-    result is the enlarged cut of ``ucm2`` at the same threshold.
-
-    Parameters
-    ----------
-    ucm2 : (2h+1, 2w+1) float ndarray
-    shape : (H, W) with H >= h and W >= w
-    index : callable
-        As for :func:`upsample_labels`.
-
-    Returns
-    -------
-    (2H+1, 2W+1) float32 ndarray, junctions and outer frame as :func:`edges_to_ucm2` draws them
-    """
-    height, width = shape
-    small_h, small_w = (ucm2.shape[0] - 1) // 2, (ucm2.shape[1] - 1) // 2
-    if height < small_h or width < small_w:
-        raise ValueError(f"cannot upsample a {small_h}x{small_w} ucm2 to the smaller {shape}")
-    right, down = ucm2[1:-1:2, 2:-1:2], ucm2[2:-1:2, 1:-1:2]  # (h, w-1), (h-1, w) border levels
-    rows, cols = index(height, small_h), index(width, small_w)
-    # Full-grid pairs that straddle two coarse pixels (consecutive: the index skips none).
-    col_steps = np.flatnonzero(cols[1:] != cols[:-1])
-    row_steps = np.flatnonzero(rows[1:] != rows[:-1])
-    big_right = np.zeros((height, width - 1), dtype=np.float32)
-    big_right[:, col_steps] = right[rows[:, None], cols[col_steps][None, :]]
-    big_down = np.zeros((height - 1, width), dtype=np.float32)
-    big_down[row_steps, :] = down[rows[row_steps][:, None], cols[None, :]]
-    return edges_to_ucm2(big_right, big_down)
-
-
 def build_hierarchy(
     strength: np.ndarray,
-    options: SuperpixelOptions | None = None,
-    descriptors: np.ndarray | None = None,
+    superpixels: SuperpixelOptions = SuperpixelOptions(),
+    merge: MergeOptions = MergeOptions(),
+    descriptors: np.ndarray | PixelDescriptors | None = None,
     split_by: np.ndarray | None = None,
     flood: np.ndarray | None = None,
 ) -> Hierarchy:
@@ -480,11 +409,13 @@ def build_hierarchy(
     ----------
     strength : (H, W) float ndarray in [0, 1]
         Boundary map (:func:`wnetcli.segmentation.boundaries.boundary_strength`).
-    options : SuperpixelOptions, optional
-        How the superpixels are made.
+    superpixels : SuperpixelOptions
+        How the superpixels are made (lengths in pixels of ``strength``).
+    merge : MergeOptions
+        How the regions merge.
     descriptors : (D, H, W) float ndarray or PixelDescriptors, optional
         Per-pixel descriptors (the soft segmentation, say) for the region-likeness term of the
-        merge cost (:func:`merge_regions`); used when ``options.descriptor_weight > 0``.
+        merge cost (:func:`merge_regions`); without them the likeness term is off.
     split_by : (H, W) int ndarray, optional
         A second partition (the W-Net's argmax, say): the superpixels are also cut wherever
         it changes, so its borders become candidate region borders for the merging to keep
@@ -500,7 +431,6 @@ def build_hierarchy(
         Its ucm values are mean boundary strengths, so they lie in [0, 1] and mean the same
         contrast in every image.
     """
-    options = options or SuperpixelOptions()
     strength = np.asarray(strength, dtype=np.float32)
     if strength.ndim != 2:
         raise ValueError(f"strength must be a 2-D (H, W) map, got shape {strength.shape}")
@@ -512,25 +442,25 @@ def build_hierarchy(
         flood = np.clip(np.asarray(flood, dtype=np.float32), 0.0, 1.0)
         if flood.shape != strength.shape:
             raise ValueError(f"flood must have the shape of strength {strength.shape}, got {flood.shape}")
-    superpixels = watershed_superpixels(flood, options)
+    regions = watershed_superpixels(flood, superpixels)
     if split_by is not None:
         from skimage.measure import label
 
         split_by = np.asarray(split_by, dtype=np.int64)
-        joint = superpixels.astype(np.int64) * (int(split_by.max()) + 1) + split_by
-        superpixels = label(joint, connectivity=1, background=-1).astype(np.int32)
-    n = int(superpixels.max())
-    lo, hi, sums, counts, right_ids, down_ids = _pixel_borders(superpixels, strength)
-    areas = np.bincount(superpixels.ravel(), minlength=n + 1)[1:]
-    size_scale = options.size_prior * strength.size
+        joint = regions.astype(np.int64) * (int(split_by.max()) + 1) + split_by
+        regions = label(joint, connectivity=1, background=-1).astype(np.int32)
+    n = int(regions.max())
+    lo, hi, sums, counts, right_ids, down_ids = _pixel_borders(regions, strength)
+    areas = np.bincount(regions.ravel(), minlength=n + 1)[1:]
+    size_scale = merge.size_prior * strength.size
     region_sums = None
-    weight = options.descriptor_weight if descriptors is not None else 0.0
+    weight = merge.likeness if descriptors is not None else 0.0
     if weight > 0:
         if not isinstance(descriptors, PixelDescriptors):
             descriptors = PixelDescriptors([("dense", 1.0, descriptors)])
-        region_sums = descriptors.region_sums(superpixels)
+        region_sums = descriptors.region_sums(regions)
     edge_levels, merge_levels, merges = merge_regions(lo, hi, sums, counts, areas, size_scale, region_sums, weight)
     # Pixel borders inside a superpixel (id -1) vanish at level 0.
     lookup = np.append(edge_levels, np.float32(0.0))
     ucm2 = edges_to_ucm2(lookup[right_ids], lookup[down_ids])
-    return Hierarchy(ucm2=ucm2, superpixels=superpixels, levels=merge_levels, merges=merges)
+    return Hierarchy(ucm2=ucm2, superpixels=regions, levels=merge_levels, merges=merges)

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from wnetcli.errors import InputError
+from wnetcli.options import check_field_types
 
 __all__ = [
     "DEFAULT_LEVEL",
+    "Cut",
     "LevelScale",
     "border_strength",
     "calibrate_levels",
@@ -101,14 +103,15 @@ class LevelScale:
     top_fraction: float = 0.78
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if not 0.0 <= self.calibration <= 2.0:
-            raise InputError(f"calibration must be in [0, 2], got {self.calibration}")
+            raise InputError(f"LevelScale.calibration must be in [0, 2], got {self.calibration}")
         if not self.reference > 0:
-            raise InputError(f"reference must be > 0, got {self.reference}")
+            raise InputError(f"LevelScale.reference must be > 0, got {self.reference}")
         if not 0.0 < self.cut < 1.0:
-            raise InputError(f"cut must be in (0, 1), got {self.cut}")
+            raise InputError(f"LevelScale.cut must be in (0, 1), got {self.cut}")
         if not 0.0 < self.top_fraction < 1.0:
-            raise InputError(f"top_fraction must be in (0, 1), got {self.top_fraction}")
+            raise InputError(f"LevelScale.top_fraction must be in (0, 1), got {self.top_fraction}")
 
     def rescale(self, ucm2: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Put a raw hierarchy on this scale.
@@ -180,3 +183,67 @@ def cut_into_regions(superpixels: np.ndarray, merges: np.ndarray, regions: int) 
     _, component = connected_components(graph, directed=False)
     # Components numbered in order of their first superpixel: labels 1..k.
     return (component[superpixels - 1] + 1).astype(np.int32)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Which partition of the hierarchy to output.
+
+    Attributes:
+        regions: exactly this many regions (:func:`cut_into_regions`), or
+        level: the cut of the scaled ucm2 at this level in [0, 1] (:class:`LevelScale`);
+            both None: :data:`DEFAULT_LEVEL`.
+    """
+
+    regions: int | None = None
+    level: float | None = None
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.regions is not None and self.level is not None:
+            raise InputError("Cut: give either regions or level, not both")
+        if self.regions is not None and self.regions < 1:
+            raise InputError(f"Cut.regions must be at least 1, got {self.regions}")
+        if self.level is not None and not 0.0 <= self.level <= 1.0:
+            raise InputError(f"Cut.level must be in [0, 1], got {self.level}")
+
+    def labels(
+        self, ucm2: np.ndarray, levels: np.ndarray, superpixels: np.ndarray, merges: np.ndarray
+    ) -> tuple[np.ndarray, float, str]:
+        """Cut a scaled hierarchy.
+
+        Parameters
+        ----------
+        ucm2 : (2H+1, 2W+1) float ndarray
+            The hierarchy on the :class:`LevelScale`.
+        levels : (n-1,) float ndarray
+            Its merge levels, on the same scale.
+        superpixels : (H, W) int ndarray, labels 1..n
+        merges : (n-1, 2) int ndarray
+            As :attr:`wnetcli.segmentation.hierarchy.Hierarchy.merges`.
+
+        Returns
+        -------
+        labels : (H, W) int32 ndarray
+            Labels 1..k, each one 4-connected region.
+        threshold : float
+            The level cut at (for ``regions``: the level of the last merge made).
+        note : str
+            ``""``, or why the labels do not have the ``regions`` asked for.
+        """
+        from skimage.measure import label
+
+        from wnetcli.ucm import ucm2_to_labels
+
+        if self.regions is None:
+            threshold = DEFAULT_LEVEL if self.level is None else float(self.level)
+            # ucm2_to_labels' regions are 4-connected already (the merges follow 4-adjacent
+            # borders); the relabelling guarantees it.
+            return label(ucm2_to_labels(ucm2, threshold), background=0, connectivity=1).astype(np.int32), threshold, ""
+        labels = cut_into_regions(superpixels, merges, self.regions)
+        made = int(superpixels.max()) - int(labels.max())
+        threshold = float(levels[made - 1]) if made > 0 else 0.0
+        note = "" if int(labels.max()) == self.regions else (
+            f"{self.regions} regions asked for; the hierarchy has {int(labels.max())} at most"
+        )
+        return labels, threshold, note

@@ -1,10 +1,9 @@
-"""The segmentation pipeline as a library: RGB array in, labels + ucm2 + probabilities out.
+"""The segmentation pipeline as a library: RGB array in, labels + ucm2 (+ soft maps) out.
 
-:class:`Segmenter` runs the exported encoder (:mod:`wnetcli.segmentation.runtime`) and the
-paper's post-processing (:func:`wnetcli.segmentation.postprocess.postprocess`: CRF, boundary
-strength, hierarchy, one level of it). Inference and post-processing are separate methods
-(:meth:`Segmenter.predict`, :meth:`Segmenter.finish`) so that the folder runner can overlap
-them; :meth:`Segmenter.segment` does both for one image.
+:class:`Segmenter` runs the exported encoder (:mod:`.runtime`) when the recipe's cues read its
+outputs, and the recipe's post-processing (:func:`.postprocess.postprocess`). Inference and
+post-processing are separate methods (:meth:`Segmenter.network_maps`, :meth:`Segmenter.finish`)
+so that the folder runner can overlap them; :meth:`Segmenter.segment` does both for one image.
 """
 
 from __future__ import annotations
@@ -18,14 +17,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from wnetcli.errors import InputError, ModelError
 from wnetcli.options import check_field_types
+from wnetcli.segmentation.cues import NetworkMaps
+from wnetcli.segmentation.grids import (
+    block_mean_rgb,
+    enlarge_labels,
+    enlarge_ucm2,
+    network_size,
+    resize_maps,
+    resize_rgb,
+    shrink_factor,
+)
+from wnetcli.segmentation.levels import Cut
+from wnetcli.segmentation.recipe import RECIPES, Recipe
 
 if TYPE_CHECKING:
     from wnetcli.model_info import ModelInfo
-    from wnetcli.segmentation.postprocess import PostprocessOptions
     from wnetcli.segmentation.runtime import OnnxModel
 
 #: Concurrent inference calls of a folder run on the CPU (:func:`folder_options`).
@@ -37,61 +46,64 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.onn
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    """How to run the model; the post-processing options are nested, not flattened.
+    """How to segment: the recipe, the cut, and how to run the network when it runs.
 
     Attributes:
+        recipe: the post-processing (:class:`.recipe.Recipe`; :func:`.recipe.load_recipe`
+            reads a named one or a file). The network runs if and only if its cues read the
+            network's outputs, or ``soft_maps`` asks for them.
+        cut: which partition of the hierarchy is output (:class:`.levels.Cut`).
+        soft_maps: also return the network's soft maps (:attr:`SegmentationResult.probs`),
+            which makes it run.
         device: ``"auto"`` (CUDA when it really works, else CPU), ``"cpu"`` or ``"cuda"``.
         threads: onnxruntime intra-op threads of each inference call; ``None`` uses every
             core (:func:`folder_options` shares them out among the streams instead).
-        streams: inference calls the folder runner (:func:`wnetcli.segmentation.batch.run_jobs`)
-            keeps going at once, each on its own images; ``None`` is 1 here and is resolved by
-            :func:`folder_options` for a folder run.
-        batch_size: images per inference call. Only images of the same size share a batch
-            (no padding to a common size: see :meth:`Segmenter.predict`).
-        max_size: an image whose longer side exceeds this is segmented at that size (network
-            and post-processing), and the results are mapped back to the input's H x W
-            (:func:`upscale_labels`, :func:`upscale_ucm2`); this bounds the memory, which grows
-            with the pixel count. ``None``: never.
-        tta: test-time augmentation: the network also runs on the left-right mirror of each
-            image, and the two soft maps (the mirror's mirrored back) are averaged. Twice the
-            inference time; on BSDS500 it helped the W-Net cues on most measures (model card).
+        streams: inference calls the folder runner keeps going at once, each on its own
+            images; ``None`` is 1 here and is resolved by :func:`folder_options` for a folder run.
+        batch_size: images per inference call. Only images of the same size share a batch.
+        max_size: an image whose longer side exceeds this is segmented on a block grid an
+            integer factor coarser (:func:`.grids.shrink_factor`), and the labels and ucm2 are
+            enlarged back to its size; this bounds the memory, which grows with the pixel
+            count. ``None``: never.
         spinning: let onnxruntime's idle threads busy-wait for work (off: faster on a shared
-            machine and beside the post-processing processes; see
-            :class:`~wnetcli.segmentation.runtime.OnnxModel`).
-        postprocess: CRF / hierarchy / level options; ``None`` means the defaults of
-            :class:`~wnetcli.segmentation.postprocess.PostprocessOptions`.
+            machine and beside the post-processing processes).
     """
 
+    recipe: Recipe = RECIPES["default"]
+    cut: Cut = Cut()
+    soft_maps: bool = False
     device: str = "auto"
     threads: int | None = None
     streams: int | None = None
     batch_size: int = 1
     max_size: int | None = 2048
     spinning: bool = False
-    tta: bool = False
-    postprocess: PostprocessOptions | None = None
 
     def __post_init__(self) -> None:
         check_field_types(self)
         if self.batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.postprocess is not None:  # its annotation names a type imported only for type checkers
-            from wnetcli.segmentation.postprocess import PostprocessOptions
-
-            if not isinstance(self.postprocess, PostprocessOptions):
-                raise InputError(f"postprocess must be a PostprocessOptions, got {type(self.postprocess).__name__}")
+            raise InputError(f"SegmentOptions.batch_size must be at least 1, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
-            raise InputError(f"threads must be at least 1 (or None), got {self.threads}")
+            raise InputError(f"SegmentOptions.threads must be at least 1 (or None), got {self.threads}")
         if self.streams is not None and self.streams < 1:
-            raise InputError(f"streams must be at least 1 (or None), got {self.streams}")
+            raise InputError(f"SegmentOptions.streams must be at least 1 (or None), got {self.streams}")
         if self.max_size is not None and self.max_size < 16:
-            raise InputError(f"max_size must be at least 16 pixels (or None), got {self.max_size}")
+            raise InputError(f"SegmentOptions.max_size must be at least 16 pixels (or None), got {self.max_size}")
         # Checked here too, not only where the model loads: a run whose settings never run the
         # network must still reject a misspelt device.
         from wnetcli.segmentation.runtime import DEVICES
 
         if self.device not in DEVICES:
-            raise InputError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+            raise InputError(f"SegmentOptions.device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+
+    @property
+    def runs_network(self) -> bool:
+        """Whether segmenting runs the network: a cue of the recipe reads it, or soft maps are asked for."""
+        return self.recipe.reads_network or self.soft_maps
+
+    def network_outputs(self) -> frozenset[str]:
+        """The model outputs each image needs: what the recipe reads, plus ``"probs"`` for ``soft_maps``."""
+        return self.recipe.network_outputs() | ({"probs"} if self.soft_maps else set())
 
 
 @dataclass
@@ -101,17 +113,18 @@ class SegmentationResult:
     Attributes:
         labels: (H, W) int32, labels 1..n, one label per connected region.
         ucm2: (2H+1, 2W+1) float32 in [0, 1], the ultrametric contour map of the hierarchy
-            (BSDS convention: pixels at odd coordinates, boundaries between them at even ones).
-        probs: (K, H, W) float32, the CRF-smoothed soft segmentation (sums to 1 over K);
-            (0, H, W) when ``PostprocessOptions.keep_probs`` is False.
-        timings: seconds per stage: ``"inference"`` plus the post-processing's
-            ``"crf"``, ``"boundaries"``, ``"hierarchy"``.
+            (BSDS convention: pixels at odd coordinates, boundaries between them at even ones),
+            on the level scale (:class:`.levels.LevelScale`).
+        probs: (K, H, W) float32, the network's soft segmentation (sums to 1 over K), when
+            :attr:`SegmentOptions.soft_maps` asked for it, else None.
+        timings: seconds per stage: ``"inference"`` plus the post-processing's ``"crf"``,
+            ``"boundaries"``, ``"hierarchy"``.
         note: ``""``, or why ``labels`` does not have the number of regions asked for.
     """
 
     labels: np.ndarray
     ucm2: np.ndarray
-    probs: np.ndarray
+    probs: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
     note: str = ""
 
@@ -155,143 +168,93 @@ def check_rgb(rgb: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def inference_size(height: int, width: int, max_size: int | None) -> tuple[int, int]:
-    """The (height, width) the network sees: the input size, or scaled so the longer side is ``max_size``."""
-    longest = max(height, width)
-    if max_size is None or longest <= max_size:
-        return height, width
-    scale = max_size / longest
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def network_size(height: int, width: int, max_size: int | None, short_side: int) -> tuple[int, int]:
-    """The (height, width) the network runs at: :func:`inference_size`, then shrunk (never
-    enlarged) so that the shorter side is at most ``short_side``, the scale the model was trained
-    at (:attr:`wnetcli.model_info.ModelInfo.short_side`; 0: no such limit)."""
-    height, width = inference_size(height, width, max_size)
-    shorter = min(height, width)
-    if short_side <= 0 or shorter <= short_side:
-        return height, width
-    scale = short_side / shorter
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize an (H, W, 3) uint8 image to ``size`` = (height, width) (antialiased when shrinking)."""
-    if rgb.shape[:2] == size:
-        return rgb
-    image = Image.fromarray(rgb).resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    return np.asarray(image)
-
-
-def resize_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinearly resize (K, h, w) float32 probabilities to (K, *size); sums over K stay 1."""
-    if probs.shape[1:] == size:
-        return probs
-    out = np.empty((probs.shape[0], *size), dtype=np.float32)
-    for k, channel in enumerate(probs):
-        image = Image.fromarray(np.ascontiguousarray(channel, dtype=np.float32))  # mode "F"
-        out[k] = np.asarray(image.resize((size[1], size[0]), Image.Resampling.BILINEAR))
-    return out
-
-
-def nearest_index(full: int, small: int) -> np.ndarray:
-    """For each of ``full`` pixels along an axis, the nearest of ``small`` pixels (centre-aligned).
-
-    Non-decreasing, and with ``small <= full`` consecutive entries differ by 0 or 1, which
-    :func:`upscale_ucm2` relies on.
-    """
-    return np.minimum(((np.arange(full) + 0.5) * small / full).astype(np.intp), small - 1)
-
-
-def upscale_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour upscaling of an (h, w) label map to ``size`` = (H, W), centre-aligned
-    as PIL resizes (:func:`nearest_index`); regions stay connected."""
-    from wnetcli.segmentation.hierarchy import upsample_labels
-
-    return upsample_labels(labels, size, index=nearest_index)
-
-
-def upscale_ucm2(ucm2: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Map a (2h+1, 2w+1) ucm2 onto the (2H+1, 2W+1) grid of the label map :func:`upscale_labels`
-    makes, so that a threshold of the result gives exactly the upscaled regions of the same
-    threshold of ``ucm2`` (:func:`wnetcli.segmentation.hierarchy.upsample_ucm2`)."""
-    from wnetcli.segmentation.hierarchy import upsample_ucm2
-
-    return upsample_ucm2(ucm2, size, index=nearest_index)
-
-
-def _import_postprocess():
-    # Imported when a Segmenter is built, not with this module, so that the library imports
-    # (and `wnet --help` runs) before scikit-image is loaded.
-    from wnetcli.segmentation import postprocess
-
-    return postprocess
+def _network_input_size(height: int, width: int, max_size: int | None, short_side: int) -> tuple[int, int]:
+    """The (height, width) the network runs at for an (H, W) image: the post-processing's size
+    (:func:`.grids.shrink_factor`), shrunk further to the model's training scale
+    (:func:`.grids.network_size`)."""
+    factor = shrink_factor(height, width, max_size)
+    return network_size(-(-height // factor), -(-width // factor), short_side)
 
 
 @dataclass(frozen=True)
 class Finisher:
     """The post-processing half of the pipeline, separate from the model so that it can be
-    pickled to worker processes (:mod:`wnetcli.segmentation.batch` runs it in a process pool).
+    pickled to worker processes (the folder runner runs it in a process pool).
 
     Attributes:
-        max_size: as :attr:`SegmentOptions.max_size`.
-        postprocess_options: :class:`~wnetcli.segmentation.postprocess.PostprocessOptions`.
+        options: the :class:`SegmentOptions` (their recipe, cut, soft_maps and max_size).
     """
 
-    max_size: int | None
-    postprocess_options: PostprocessOptions
+    options: SegmentOptions
 
     def __call__(
-        self, rgb: np.ndarray, probs: np.ndarray, inference_seconds: float = 0.0
+        self, rgb: np.ndarray, maps: NetworkMaps | None = None, inference_seconds: float = 0.0
     ) -> SegmentationResult:
-        """Post-process one image's probabilities (CRF, boundaries, hierarchy, level).
+        """Post-process one image.
 
         Parameters
         ----------
         rgb : ndarray, shape (H, W, 3), uint8
-        probs : ndarray, shape (K, h, w), float32
-            From :meth:`Segmenter.predict`, at the network's size (:func:`network_size`). The
-            post-processing runs at (H, W), or at the reduced size of an image over
-            ``max_size`` (the results are then mapped back to (H, W)); the probabilities are
-            resized bilinearly to that size first.
+        maps : NetworkMaps, optional
+            The network's outputs at the size it ran at (:meth:`Segmenter.network_maps`), when
+            the options need them. The post-processing runs at (H, W), or on the block grid of
+            an image over ``max_size`` (the labels and ucm2 are then enlarged back to (H, W));
+            the maps are resized bilinearly to that size first.
         inference_seconds : float
             Recorded as ``timings["inference"]``.
         """
+        from wnetcli.segmentation.postprocess import postprocess  # scikit-image: only where it runs
+
         check_rgb(rgb)
+        options = self.options
         size = rgb.shape[:2]
-        small = inference_size(*size, self.max_size)
-        probs = np.asarray(probs)
-        if probs.ndim != 3 or probs.shape[0] < 1:
-            raise InputError(f"probs must be (K, h, w), got shape {probs.shape}")
-        height, width = probs.shape[1:]
-        # (K, 0, 0) is the placeholder of maps nothing reads; any other size is resized to the
-        # image, which must not hide maps of another image or turned by 90 degrees.
-        if height and width and abs(height / width - size[0] / size[1]) > 0.05 * size[0] / size[1]:
-            raise InputError(
-                f"probs of size {height} x {width} do not have the shape of the {size[0]} x {size[1]} image"
-            )
-        postprocess = _import_postprocess().postprocess
-        options = self.postprocess_options
-        # Soft maps that the post-processing will not read are not resized (K bilinear resizes).
-        post_probs = resize_probs(probs, small) if options.reads_probs() else None
-        post = postprocess(resize_rgb(rgb, small), post_probs, options)
-        timings = {"inference": inference_seconds, **post.timings}
-        if small == size:
-            return SegmentationResult(
-                labels=post.labels, ucm2=post.ucm2, probs=post.probs, timings=timings, note=post.note
-            )
+        factor = shrink_factor(*size, options.max_size)
+        small = block_mean_rgb(rgb, factor)
+        needs = options.network_outputs()
+        if needs and maps is None:
+            raise InputError("these options read the network's outputs: pass its maps")
+        soft_maps = _network_map(maps.soft_maps, size, "soft_maps") if "probs" in needs else None
+        boundaries = _network_map(maps.boundaries, size, "boundaries") if "boundaries" in needs else None
+        recipe_reads = options.recipe.network_outputs()
+        post = postprocess(
+            small,
+            NetworkMaps(
+                resize_maps(soft_maps, small.shape[:2]) if "probs" in recipe_reads else None,
+                resize_maps(boundaries[None], small.shape[:2])[0] if boundaries is not None else None,
+            ),
+            options.recipe,
+            options.cut,
+        )
+        labels, ucm2 = post.labels, post.ucm2
+        if factor > 1:
+            labels, ucm2 = enlarge_labels(labels, size), enlarge_ucm2(ucm2, size)
         return SegmentationResult(
-            labels=upscale_labels(post.labels, size),
-            ucm2=upscale_ucm2(post.ucm2, size),
-            probs=resize_probs(post.probs, size),
-            timings=timings,
+            labels=labels,
+            ucm2=ucm2,
+            probs=resize_maps(soft_maps, size) if options.soft_maps else None,
+            timings={"inference": inference_seconds, **post.timings},
             note=post.note,
         )
 
 
+def _network_map(values: np.ndarray | None, size: tuple[int, int], name: str) -> np.ndarray:
+    """``values`` (C, h, w) or (h, w) checked against an image of ``size``: present, and of its
+    shape (not another image's, nor turned by 90 degrees, which a resize would hide)."""
+    if values is None:
+        raise InputError(f"these options read the network's {name}, and none were given")
+    values = np.asarray(values, dtype=np.float32)
+    height, width = values.shape[-2:]
+    if values.ndim not in (2, 3) or not height or not width:
+        raise InputError(f"the network's {name} must be (C, h, w) or (h, w) maps, got shape {values.shape}")
+    if abs(height / width - size[0] / size[1]) > 0.05 * size[0] / size[1]:
+        raise InputError(
+            f"the network's {name} of size {height} x {width} do not have the shape of the {size[0]} x {size[1]} image"
+        )
+    return values
+
+
 class Segmenter:
-    """Segment RGB images with an exported W-Net encoder and the paper's post-processing.
+    """Segment RGB images with a recipe, running the exported W-Net encoder when the recipe reads it.
 
     Parameters
     ----------
@@ -303,11 +266,11 @@ class Segmenter:
     ------
     ModelError
         When the model is missing or not a wnet export (checked for a given ``model_path``
-        even when the options never run the network).
+        even when the options never run the network), or lacks an output the recipe reads.
 
     Examples
     --------
-    >>> seg = Segmenter(Path("wnet.onnx"), SegmentOptions(device="cpu"))  # doctest: +SKIP
+    >>> seg = Segmenter(Path("wnet.onnx"), SegmentOptions(recipe=load_recipe("network")))  # doctest: +SKIP
     >>> result = seg.segment(read_rgb("photo.jpg"))  # doctest: +SKIP
     >>> result.labels.shape, result.ucm2.shape  # doctest: +SKIP
     ((321, 481), (643, 963))
@@ -315,7 +278,7 @@ class Segmenter:
 
     def __init__(self, model_path: Path | None, options: SegmentOptions | None = None) -> None:
         self.options = options or SegmentOptions()
-        given = model_path is not None
+        self.model_given = model_path is not None
         if model_path is None:
             if not DEFAULT_MODEL.is_file():
                 raise ModelError(
@@ -326,13 +289,18 @@ class Segmenter:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelError(f"model not found: {self.model_path}")
-        postprocess_options = self.options.postprocess or _import_postprocess().PostprocessOptions()
-        self.finisher = Finisher(max_size=self.options.max_size, postprocess_options=postprocess_options)
+        self.finisher = Finisher(self.options)
         self._model: OnnxModel | None = None
         self._model_lock = threading.Lock()  # the folder runner's inference threads share it
         if self.runs_network:
-            _ = self.model  # loaded now, so that a broken model or device fails before any image
-        elif given:
+            # Loaded now, so that a broken model, a missing output or the device fails before any image.
+            missing = self.options.network_outputs() - set(self.model.outputs)
+            if missing:
+                raise ModelError(
+                    f"recipe {self.options.recipe.name!r} reads the network's {', '.join(sorted(missing))}, which "
+                    f"{self.model_path} does not output (a model trained with `wnet train --boundaries-from` does)"
+                )
+        elif self.model_given:
             # Not run, but a model the user named must still be one: a broken file fails now.
             from wnetcli.segmentation.runtime import check_model
 
@@ -341,9 +309,8 @@ class Segmenter:
     @property
     def model(self) -> OnnxModel:
         """The onnxruntime session (:class:`~wnetcli.segmentation.runtime.OnnxModel`), loaded on
-        first use: settings that never run the network (:attr:`runs_network`) never load it,
-        which spares a command onnxruntime's import and the session (0.3 s measured here) and
-        the device probe."""
+        first use: options that never run the network (:attr:`runs_network`) never load it,
+        which spares a command onnxruntime's import, the session and the device probe."""
         if self._model is None:  # the lock only while loading: every inference call reads this
             with self._model_lock:
                 if self._model is None:
@@ -358,9 +325,9 @@ class Segmenter:
         return self._model
 
     @property
-    def postprocess_options(self) -> PostprocessOptions:
-        """The post-processing options in use (the defaults when none were given)."""
-        return self.finisher.postprocess_options
+    def recipe(self) -> Recipe:
+        """The recipe in use."""
+        return self.options.recipe
 
     @property
     def streams(self) -> int:
@@ -369,7 +336,7 @@ class Segmenter:
 
     @property
     def info(self) -> ModelInfo:
-        """The model's metadata (K, padding multiple, training config)."""
+        """The model's metadata (K, padding multiple, training config); loads the model."""
         return self.model.info
 
     @property
@@ -386,25 +353,22 @@ class Segmenter:
 
     @property
     def runs_network(self) -> bool:
-        """Whether segmenting runs the network: only when the post-processing reads its soft
-        maps (a W-Net cue, or ``keep_probs``). Otherwise the labels and the hierarchy are the
-        same without them, so :meth:`soft_maps` skips the network, as the CRF is skipped."""
-        return self.finisher.postprocess_options.reads_probs()
+        """Whether segmenting runs the network (:attr:`SegmentOptions.runs_network`)."""
+        return self.options.runs_network
 
-    def soft_maps(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
-        """:meth:`predict` when :attr:`runs_network`; else, without running (or loading) the
-        network, (1, 0, 0) float32 placeholders (what :meth:`finish` accepts for unread soft
-        maps) and zero seconds per image."""
+    def network_maps(self, images: Sequence[np.ndarray]) -> tuple[list[NetworkMaps | None], list[float]]:
+        """:meth:`predict` when :attr:`runs_network`; else ``None`` per image and zero seconds,
+        without loading the network."""
         if self.runs_network:
             return self.predict(images)
         images = [check_rgb(rgb) for rgb in images]
-        return [np.zeros((1, 0, 0), dtype=np.float32) for _ in images], [0.0] * len(images)
+        return [None] * len(images), [0.0] * len(images)
 
-    def predict(self, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
+    def predict(self, images: Sequence[np.ndarray]) -> tuple[list[NetworkMaps], list[float]]:
         """Run the network on several images, batching those of equal size.
 
         Images of different sizes are not padded to a common size: on the CPU a batch was
-        never faster per image than batch 1 (see ``benchmarks/bench_segment.py``), so padding
+        never faster per image than batch 1 (``benchmarks/bench_segment.py``), so padding
         pixels would be pure waste; equal sizes (the usual case in a data set) share a batch.
 
         Parameters
@@ -413,20 +377,22 @@ class Segmenter:
 
         Returns
         -------
-        probs : list of ndarray, each (K, h_i, w_i) float32
-            Softmax probabilities at the network's size (:func:`network_size`): the input's
-            own size, or smaller for an image over ``max_size`` or above the model's training
-            scale (:meth:`finish` maps the results back).
+        maps : list of NetworkMaps
+            The outputs the options need (:meth:`SegmentOptions.network_outputs`) at the size
+            the network ran at: the post-processing's, shrunk to the model's training scale
+            (:meth:`finish` maps them back): ``soft_maps`` (K, h_i, w_i) float32 and/or
+            ``boundaries`` (h_i, w_i) float32.
         seconds : list of float
             Inference time charged to each image (its batch's time divided evenly).
         """
         images = [check_rgb(rgb) for rgb in images]
+        outputs = tuple(sorted(self.options.network_outputs()))
         short_side = self.model.info.short_side
-        sizes = [network_size(*rgb.shape[:2], self.options.max_size, short_side) for rgb in images]
+        sizes = [_network_input_size(*rgb.shape[:2], self.options.max_size, short_side) for rgb in images]
         groups: dict[tuple[int, int], list[int]] = {}
         for index, size in enumerate(sizes):
             groups.setdefault(size, []).append(index)
-        probs: list[np.ndarray | None] = [None] * len(images)
+        maps: list[NetworkMaps | None] = [None] * len(images)
         seconds = [0.0] * len(images)
         step = self.options.batch_size
         for size, indices in groups.items():
@@ -434,27 +400,30 @@ class Segmenter:
                 chunk = indices[start : start + step]
                 batch = np.stack([resize_rgb(images[i], size) for i in chunk])
                 began = time.perf_counter()
-                out = self.model.run(batch)
-                if self.options.tta:
+                out = self.model.run(batch, outputs)
+                if self.recipe.network.mirror:
                     # Mirrored W axis in, mirrored back out: both maps are in the image's frame.
-                    mirrored = self.model.run(np.ascontiguousarray(batch[:, :, ::-1]))[..., ::-1]
-                    out = (out + mirrored) * np.float32(0.5)
+                    mirrored = self.model.run(np.ascontiguousarray(batch[:, :, ::-1]), outputs)
+                    out = {name: (out[name] + mirrored[name][..., ::-1]) * np.float32(0.5) for name in outputs}
                 elapsed = time.perf_counter() - began
-                for i, p in zip(chunk, out, strict=True):
-                    probs[i] = p
+                for n, i in enumerate(chunk):
+                    maps[i] = NetworkMaps(
+                        soft_maps=out["probs"][n] if "probs" in out else None,
+                        boundaries=out["boundaries"][n, 0] if "boundaries" in out else None,
+                    )
                     seconds[i] = elapsed / len(chunk)
-        return probs, seconds
+        return maps, seconds
 
     def finish(
-        self, rgb: np.ndarray, probs: np.ndarray, inference_seconds: float = 0.0
+        self, rgb: np.ndarray, maps: NetworkMaps | None = None, inference_seconds: float = 0.0
     ) -> SegmentationResult:
-        """Post-process one image's probabilities; see :class:`Finisher`."""
-        return self.finisher(rgb, probs, inference_seconds)
+        """Post-process one image; see :class:`Finisher`."""
+        return self.finisher(rgb, maps, inference_seconds)
 
     def segment_batch(self, images: Sequence[np.ndarray]) -> list[SegmentationResult]:
         """Segment several (H, W, 3) uint8 images; see :meth:`segment`."""
-        probs, seconds = self.soft_maps(images)
-        return [self.finish(rgb, p, s) for rgb, p, s in zip(images, probs, seconds, strict=True)]
+        maps, seconds = self.network_maps(images)
+        return [self.finish(rgb, m, s) for rgb, m, s in zip(images, maps, seconds, strict=True)]
 
     def segment(self, rgb: np.ndarray) -> SegmentationResult:
         """Segment one image.
@@ -467,6 +436,7 @@ class Segmenter:
         Returns
         -------
         SegmentationResult
-            Labels (H, W) int32 from 1, ucm2 (2H+1, 2W+1) float32 in [0, 1], probs (K, H, W).
+            Labels (H, W) int32 from 1, ucm2 (2H+1, 2W+1) float32 in [0, 1], and the soft maps
+            (K, H, W) when asked for.
         """
         return self.segment_batch([rgb])[0]

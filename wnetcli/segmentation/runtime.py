@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from wnetcli.errors import DependencyError, InputError, ModelError
-from wnetcli.model_info import INPUT_NAME, OUTPUT_NAME, ModelInfo
+from wnetcli.model_info import BOUNDARIES_NAME, INPUT_NAME, OUTPUT_NAME, OUTPUT_NAMES, ModelInfo
 from wnetcli.ort_options import QUIET_SEVERITY, OrtSettings, onnx_session_options
 
 CPU = "CPUExecutionProvider"
@@ -252,27 +252,45 @@ class OnnxModel:
         """``"cuda"`` or ``"cpu"``: where the session really runs."""
         return "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Softmax probabilities for a batch of equally sized images.
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The outputs this model has, of :data:`wnetcli.model_info.OUTPUT_NAMES`: ``"probs"``
+        always, ``"boundaries"`` for a model trained with boundaries."""
+        names = {o.name for o in self.session.get_outputs()}
+        return tuple(name for name in OUTPUT_NAMES if name in names)
+
+    def run(self, batch: np.ndarray, outputs: Sequence[str] = (OUTPUT_NAME,)) -> dict[str, np.ndarray]:
+        """The named outputs for a batch of equally sized images.
 
         Parameters
         ----------
         batch : ndarray, shape (N, H, W, 3), uint8
             RGB images 0..255, all of the same size (any H, W: padded here and cropped).
+        outputs : sequence of str
+            Of :attr:`outputs`.
 
         Returns
         -------
-        ndarray, shape (N, K, H, W), float32
-            Probabilities summing to 1 over K.
+        dict of str to ndarray
+            ``"probs"``: (N, K, H, W) float32 probabilities summing to 1 over K;
+            ``"boundaries"``: (N, 1, H, W) float32 in [0, 1].
         """
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise InputError(f"expected a batch of RGB images (N, H, W, 3), got shape {batch.shape}")
+        missing = [name for name in outputs if name not in self.outputs]
+        if missing:
+            raise ModelError(f"{self.path} has no output {', '.join(missing)} (it has {', '.join(self.outputs)})")
         height, width = batch.shape[1:3]
         nchw = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=self._input_dtype)
         padded = np.ascontiguousarray(pad_batch(nchw, self.info.pad_multiple, self.info.min_padded_side))
-        (probs,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: padded})
-        if probs.ndim != 4 or probs.shape[1] != self.info.k:
-            raise ModelError(
-                f"{self.path}: output {OUTPUT_NAME!r} has shape {probs.shape}, expected K={self.info.k}"
-            )
-        return np.ascontiguousarray(probs[:, :, :height, :width], dtype=np.float32)
+        results = dict(zip(outputs, self.session.run(list(outputs), {INPUT_NAME: padded}), strict=True))
+        channels = {OUTPUT_NAME: self.info.k, BOUNDARIES_NAME: 1}
+        for name, values in results.items():
+            if values.ndim != 4 or values.shape[1] != channels[name]:
+                raise ModelError(
+                    f"{self.path}: output {name!r} has shape {values.shape}, expected {channels[name]} channel(s)"
+                )
+        return {
+            name: np.ascontiguousarray(values[:, :, :height, :width], dtype=np.float32)
+            for name, values in results.items()
+        }

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bsds_data import BSDS
 from onnx_models import build_prototype_model, squares_image
 from PIL import Image
-from processes import output_or_fail, processes_with
+from processes import HELPERS, output_or_fail, processes_with
 from typer.testing import CliRunner
 
 from wnetcli.cli import app
@@ -39,7 +40,6 @@ from wnetcli.segmentation.outputs import (
 )
 
 runner = CliRunner()
-TESTS = Path(__file__).resolve().parent
 CPU = SegmentOptions(device="cpu", threads=1)
 
 
@@ -134,12 +134,9 @@ def test_serial_and_overlapped_runs_agree(tmp_path, images, model_path, workers)
 
 
 def test_workers_given_no_soft_maps_when_none_are_read_give_the_same_outputs(tmp_path, images, model_path):
-    from dataclasses import replace
 
-    from wnetcli.segmentation.postprocess import PostprocessOptions
-
-    unread = replace(CPU, postprocess=PostprocessOptions(keep_probs=False))
-    assert not unread.postprocess.reads_probs()  # so the workers get (K, 0, 0) arrays
+    unread = CPU
+    assert not unread.runs_network  # so the workers get no maps (None)
     outputs = {}
     for workers in (0, 2):
         out = tmp_path / f"out{workers}"
@@ -156,15 +153,16 @@ def test_the_network_is_not_run_when_nothing_reads_it_and_the_outputs_are_the_sa
 ):
     from dataclasses import replace
 
-    from wnetcli.segmentation.postprocess import PostprocessOptions
     from wnetcli.segmentation.runtime import OnnxModel
 
     calls = []
     original = OnnxModel.run
-    monkeypatch.setattr(OnnxModel, "run", lambda self, batch: calls.append(len(batch)) or original(self, batch))
+    monkeypatch.setattr(
+        OnnxModel, "run", lambda self, batch, outputs: calls.append(len(batch)) or original(self, batch, outputs)
+    )
     saves = ("ucm",)
-    unread = replace(CPU, postprocess=PostprocessOptions(keep_probs=False))
-    read = replace(CPU, postprocess=PostprocessOptions(keep_probs=True))  # the soft maps are kept: it runs
+    unread = CPU
+    read = replace(CPU, soft_maps=True)  # the soft maps are asked for: it runs
     reports, outputs = {}, {}
     for name, options in (("unread", unread), ("read", read)):
         out = tmp_path / name
@@ -179,31 +177,26 @@ def test_the_network_is_not_run_when_nothing_reads_it_and_the_outputs_are_the_sa
     assert all(record.timings["inference"] == 0.0 for record in reports["unread"].records if record.status == "ok")
 
 
-def test_a_wnet_cue_runs_the_network(model_path):
-    from wnetcli.segmentation.postprocess import PostprocessOptions
+def test_a_network_cue_runs_the_network(model_path):
+    from wnetcli.segmentation import RECIPES
 
-    def segmenter(**post) -> Segmenter:
-        options = SegmentOptions(device="cpu", postprocess=PostprocessOptions(keep_probs=False, **post))
-        return Segmenter(model_path, options)
-
-    cue, plain = segmenter(wnet_weight=0.2), segmenter()
+    cue = Segmenter(model_path, SegmentOptions(device="cpu", recipe=RECIPES["network"]))
+    plain = Segmenter(model_path, SegmentOptions(device="cpu"))
     assert cue.runs_network and not plain.runs_network
-    (probs,), (seconds,) = plain.soft_maps([squares_image(20)])
-    assert probs.shape == (1, 0, 0) and seconds == 0.0
+    (maps,), (seconds,) = plain.network_maps([squares_image(20)])
+    assert maps is None and seconds == 0.0
     # Never run, never loaded: no onnxruntime session, no device probe, no device note.
     assert plain._model is None and plain.device == "cpu" and plain.device_note == ""
-    (probs,), _ = cue.soft_maps([squares_image(20)])
-    assert probs.shape == (4, 20, 20)
+    (maps,), _ = cue.network_maps([squares_image(20)])
+    assert maps.soft_maps.shape == (4, 20, 20) and maps.boundaries is None
     assert plain.info.k == 4 and plain._model is not None  # the library can still ask for it
 
 
 def test_a_missing_model_fails_even_where_the_network_would_not_run(tmp_path):
     from wnetcli.errors import ModelError
-    from wnetcli.segmentation.postprocess import PostprocessOptions
 
-    options = SegmentOptions(device="cpu", postprocess=PostprocessOptions(keep_probs=False))
     with pytest.raises(ModelError, match="model not found"):
-        Segmenter(tmp_path / "missing.onnx", options)
+        Segmenter(tmp_path / "missing.onnx", SegmentOptions(device="cpu"))
 
 
 def test_a_folder_run_without_the_network_never_imports_onnxruntime(tmp_path, images, model_path):
@@ -212,8 +205,7 @@ def test_a_folder_run_without_the_network_never_imports_onnxruntime(tmp_path, im
         "import sys\n"
         "from pathlib import Path\n"
         "from wnetcli.segmentation import BatchOptions, SegmentOptions, segment_folder\n"
-        "from wnetcli.segmentation.postprocess import PostprocessOptions\n"
-        "options = SegmentOptions(device='auto', postprocess=PostprocessOptions(keep_probs=False))\n"
+        "options = SegmentOptions(device='auto')\n"
         f"report = segment_folder([Path({str(images)!r})], None, "
         f"BatchOptions(out_dir=Path({str(tmp_path / 'out')!r}), workers=0), options)\n"
         "print(report.network_run, report.device_note == '', 'onnxruntime' in sys.modules)\n"
@@ -280,7 +272,7 @@ def test_batches_group_images_of_equal_size(tmp_path, model_path, monkeypatch):
         return original(self, images)
 
     monkeypatch.setattr(Segmenter, "predict", spy)
-    options = SegmentOptions(device="cpu", batch_size=3)
+    options = SegmentOptions(device="cpu", batch_size=3, soft_maps=True)  # the soft maps make the network run
     report = segment_folder([tmp_path / "in"], model_path, BatchOptions(out_dir=tmp_path / "out"), options)
     assert report.count("ok") == 7
     # every call holds one size only: two full batches of 3 and the last image alone
@@ -418,22 +410,28 @@ def test_cli_segments_and_exit_code_reflects_failures(tmp_path, images, model_pa
     assert "skipped" in result.output
 
 
-def test_cli_wnet_edges_and_tta_run_the_network_and_are_recorded(tmp_path, images, model_path, monkeypatch):
+def test_cli_the_network_recipe_runs_the_model_and_the_resolved_recipe_is_recorded(
+    tmp_path, images, model_path, monkeypatch
+):
     (images / "broken.jpg").unlink()
     monkeypatch.chdir(tmp_path)
     args = ["segment", str(images), "--out", "out", "--model", str(model_path), "--device", "cpu"]
-    result = runner.invoke(app, [*args, "--wnet-edges", "0.2", "--tta"])
+    result = runner.invoke(app, [*args, "--recipe", "network"])
     assert result.exit_code == 0, result.output
     config = last_run(tmp_path / "out")
-    assert config["network_run"] is True and config["segment"]["tta"] is True
-    assert config["postprocess"]["wnet_weight"] == pytest.approx(0.2)
-    result = runner.invoke(app, [*args, "--overwrite", "--wnet-edges", "0.2", "--wnet-merge-only"])
+    assert config["network_run"] is True and config["recipe"]["network"]["mirror"] is True
+    assert config["recipe"]["name"] == "network" and config["recipe"]["cues"]["network_edges"]["boundary"] == 0.2
+    assert config["model_info"]["k"] == 4
+    # A recipe file: the default with the network's edges kept out of the watershed.
+    (tmp_path / "mine.toml").write_text('[cues.network_edges]\nboundary = 0.3\nflood = false\n')
+    result = runner.invoke(app, [*args, "--overwrite", "--recipe", "mine.toml"])
     assert result.exit_code == 0, result.output
     config = last_run(tmp_path / "out")
-    assert config["postprocess"]["wnet_merge_only"] is True and config["network_run"] is True
-    result = runner.invoke(app, [*args, "--wnet-merge-only"])
-    assert result.exit_code == 1
-    assert "--wnet-merge-only needs --wnet-edges" in result.output and "Traceback" not in result.output
+    assert config["recipe"]["name"] == "mine" and config["recipe"]["cues"]["network_edges"]["flood"] is False
+    assert config["network_run"] is True and config["recipe"]["network"]["mirror"] is False
+    result = runner.invoke(app, [*args, "--recipe", "nowhere.toml"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "unknown recipe 'nowhere.toml'" in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize(
@@ -465,7 +463,7 @@ def test_cli_device_cuda_without_cuda_is_one_line(tmp_path, images, model_path, 
     monkeypatch.setattr(runtime, "cuda_driver_present", lambda: False)  # as on a machine without a GPU
     monkeypatch.chdir(tmp_path)
     args = ["segment", str(images), "--out", "out", "--model", str(model_path), "--device", "cuda"]
-    result = runner.invoke(app, [*args, "--wnet-edges", "0.2"])  # a setting that runs the network
+    result = runner.invoke(app, [*args, "--recipe", "network"])  # a recipe that runs the network
     assert result.exit_code == 1 and "--device cuda" in result.output
     assert len(result.output.strip().splitlines()) == 1
     # Settings that never run the network never touch the device either.
@@ -716,7 +714,7 @@ def test_a_second_stop_signal_in_the_unwinding_of_a_lock_wait_still_exits_130(tm
         "main(['segment', 'in', '--out', 'out', '--device', 'cpu', '--save', 'ucm', '--model', sys.argv[1]])"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(Path(__file__).parent), str(model_path)], cwd=tmp_path,
+        [sys.executable, "-c", code, HELPERS, str(model_path)], cwd=tmp_path,
         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     output = output_or_fail(proc, 120, "the interrupted run did not exit")
@@ -804,7 +802,7 @@ def test_a_script_without_a_main_guard_gets_an_error_that_says_so(tmp_path, imag
 
 @pytest.mark.needs_data
 def test_bsds_images_keep_their_size(tmp_path, model_path):
-    val = TESTS.parent.parent / "shared" / "data" / "bsds500" / "images" / "val"
+    val = BSDS / "images" / "val"
     if not val.is_dir():
         pytest.skip(f"BSDS500 images not found at {val}")
     sources = sorted(val.glob("*.jpg"))[:2]
@@ -837,8 +835,7 @@ def test_cli_keeps_soft_maps_only_when_saving_them_and_fast_coarsens_the_grid(tm
     original = segmentation.segment_folder
 
     def spy(inputs, model, batch_options, segment_options, **kwargs):
-        post = segment_options.postprocess
-        seen.append((post.keep_probs, post.hierarchy_downsample))
+        seen.append((segment_options.soft_maps, segment_options.recipe.grid.downsample))
         return original(inputs, model, batch_options, segment_options, **kwargs)
 
     monkeypatch.setattr(segmentation, "segment_folder", spy)
@@ -860,7 +857,7 @@ def test_cli_keeps_soft_maps_only_when_saving_them_and_fast_coarsens_the_grid(tm
 def test_main_process_imports_no_scipy_and_the_worker_preload_exists():
     import importlib
 
-    from wnetcli.segmentation.batch import _WORKER_PRELOAD
+    from wnetcli.segmentation.batch.running import _WORKER_PRELOAD
 
     # A folder run's main process only decodes and runs the network: building its options must
     # not import scipy.ndimage / scipy.sparse (~0.4 s); the fork server imports them instead.
@@ -876,7 +873,7 @@ def test_main_process_imports_no_scipy_and_the_worker_preload_exists():
 
 
 def test_resolve_workers():
-    from wnetcli.segmentation.batch import MAX_AUTO_WORKERS, resolve_workers
+    from wnetcli.segmentation.batch.running import MAX_AUTO_WORKERS, resolve_workers
 
     cores = min(os.cpu_count() or 1, MAX_AUTO_WORKERS)
     assert resolve_workers(None, 1) == 0  # one image: nothing to overlap with

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wnetcli.segmentation.postprocess import PostprocessOptions, postprocess
+from wnetcli.segmentation import Cut
+from wnetcli.segmentation.postprocess import postprocess
 
 SAMPLES = ("coins", "brick", "page", "hubble_deep_field", "horse", "camera", "chelsea", "rocket", "coffee", "astronaut")
 
@@ -29,7 +30,7 @@ def sample(name: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def default_regions() -> dict[str, int]:
-    return {name: int(postprocess(sample(name), None, PostprocessOptions(keep_probs=False)).labels.max())
+    return {name: int(postprocess(sample(name)).labels.max())
             for name in SAMPLES}
 
 
@@ -49,7 +50,7 @@ def test_the_horse_silhouette_is_its_own_region_at_the_default(default_regions):
 
 def test_a_middle_level_gives_a_middle_granularity():
     rgb = sample("coffee")
-    counts = [int(postprocess(rgb, None, PostprocessOptions(level=t, keep_probs=False)).labels.max())
+    counts = [int(postprocess(rgb, cut=Cut(level=t)).labels.max())
               for t in (0.0, 0.25, 0.5, 0.75, 0.99, 1.0)]
     assert counts == sorted(counts, reverse=True) and counts[-1] == 1 and counts[-2] >= 2
     assert counts[0] > counts[2] > counts[-2]  # the default lies strictly between the finest and the coarsest

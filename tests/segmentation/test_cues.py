@@ -1,4 +1,4 @@
-"""wnetcli.segmentation.boundaries: the W-Net and colour boundary cues."""
+"""wnetcli.segmentation.cues: each cue on small synthetic images, and its checks."""
 
 from __future__ import annotations
 
@@ -6,12 +6,24 @@ import numpy as np
 import pytest
 from skimage.color import rgb2lab
 
-from wnetcli.segmentation.boundaries import (
-    BoundaryOptions,
-    boundary_strength,
-    colour_gradient,
-    probability_boundaries,
+from wnetcli.errors import InputError
+from wnetcli.segmentation.cues import (
+    CUES,
+    ArgmaxSplit,
+    ColourHistograms,
+    ImageContext,
+    LabGradient,
+    NetworkBoundaries,
+    NetworkClassMix,
+    NetworkEdges,
+    NetworkLikeness,
+    NetworkMaps,
+    Textons,
 )
+from wnetcli.segmentation.cues.colour import colour_gradient
+from wnetcli.segmentation.cues.network import probability_boundaries
+from wnetcli.segmentation.postprocess import boundary_maps
+from wnetcli.segmentation.recipe import Use
 
 
 def step_probs(height: int = 10, width: int = 12, k: int = 3) -> np.ndarray:
@@ -55,29 +67,80 @@ def test_colour_gradient_of_a_step_follows_its_contrast_at_every_scale(sigmas):
     assert cue[:, :5].max() < 1e-3 and cue[:, -5:].max() < 1e-3
 
 
-def test_boundary_strength_mixes_the_cues_by_weight():
+def test_the_boundary_map_mixes_the_cues_by_weight():
     rgb = np.zeros((10, 12, 3), dtype=np.uint8)
     rgb[:, :, 0] = np.arange(12) * 20
-    lab = rgb2lab(rgb)
-    probs = step_probs()
-    colour = colour_gradient(lab)
-    wnet = probability_boundaries(probs)
-    np.testing.assert_allclose(boundary_strength(lab, probs, BoundaryOptions(wnet_weight=0)), colour)
-    np.testing.assert_allclose(boundary_strength(lab, None), colour)
-    np.testing.assert_allclose(boundary_strength(lab, probs, BoundaryOptions(colour_weight=0)), wnet)
-    mixed = boundary_strength(lab, probs, BoundaryOptions(wnet_weight=3, colour_weight=1))
+    context = ImageContext(rgb, network=NetworkMaps(soft_maps=step_probs()))
+    colour = LabGradient().boundary(context)
+    wnet = NetworkEdges(smoothed=False).boundary(context)
+    np.testing.assert_allclose(colour, colour_gradient(context.lab))
+    np.testing.assert_allclose(wnet, probability_boundaries(step_probs()))
+    uses = (Use(NetworkEdges(smoothed=False), boundary=3), Use(LabGradient(), boundary=1))
+    mixed, flood = boundary_maps(uses, context)
     np.testing.assert_allclose(mixed, 0.75 * wnet + 0.25 * colour, rtol=1e-5, atol=1e-6)
+    assert flood is None
+    # A cue kept out of the watershed weighs in the merge costs only.
+    uses = (Use(NetworkEdges(smoothed=False), boundary=3, flood=False), Use(LabGradient(), boundary=1))
+    mixed, flood = boundary_maps(uses, context)
+    np.testing.assert_allclose(flood, colour, rtol=1e-6)
 
 
-def test_boundary_options_are_checked():
-    with pytest.raises(ValueError, match="not all 0"):
-        BoundaryOptions(wnet_weight=0, colour_weight=0)
-    with pytest.raises(ValueError, match="histogram_sigmas"):
-        BoundaryOptions(histogram_sigmas=(0.0,))
-    with pytest.raises(ValueError, match="colour_sigmas"):
-        BoundaryOptions(colour_sigmas=())
-    with pytest.raises(ValueError, match="no boundary cue"):
-        boundary_strength(np.zeros((4, 4, 3)), None, BoundaryOptions(colour_weight=0))
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: LabGradient(sigmas=()), "LabGradient.sigmas"),
+        (lambda: LabGradient(contrast=0.0), "LabGradient.contrast"),
+        (lambda: ColourHistograms(sigmas=(0.0,)), "ColourHistograms.sigmas"),
+        (lambda: ColourHistograms(bins=1), "ColourHistograms.bins"),
+        (lambda: Textons(textons=1), "Textons.textons"),
+        (lambda: Textons(downsample=9), "Textons.downsample"),
+        (lambda: NetworkEdges(sigma=-1.0), "NetworkEdges.sigma"),
+        (lambda: NetworkClassMix(sigmas=()), "NetworkClassMix.sigmas"),
+        (lambda: LabGradient(sigmas=("1",)), "LabGradient.sigmas"),
+    ],
+)
+def test_each_cue_checks_its_own_fields(make, field):
+    with pytest.raises(InputError, match=field.replace(".", r"\.")):
+        make()
+
+
+def test_cues_say_what_they_read_and_give():
+    assert {name: cls().reads for name, cls in CUES.items()} == {
+        "lab_gradient": {"image"}, "colour_histograms": {"image"}, "textons": {"image"},
+        "network_edges": {"smoothed_maps"}, "network_class_mix": {"smoothed_maps"},
+        "network_likeness": {"smoothed_maps"}, "argmax_split": {"smoothed_maps"},
+        "network_boundaries": {"boundaries"},
+    }
+    assert NetworkEdges(smoothed=False).reads == {"soft_maps"}
+    with pytest.raises(InputError, match="gives no likeness"):
+        Use(LabGradient(), likeness=1.0)
+    with pytest.raises(InputError, match="gives no partition"):
+        Use(LabGradient(), boundary=1.0, split=True)
+
+
+def test_the_network_cues_read_its_maps_and_say_when_there_are_none():
+    probs = step_probs()
+    context = ImageContext(np.zeros((10, 12, 3), dtype=np.uint8), network=NetworkMaps(soft_maps=probs))
+    np.testing.assert_array_equal(ArgmaxSplit(smoothed=False).partition(context), probs.argmax(axis=0))
+    [(kind, weight, data)] = NetworkLikeness(smoothed=False).likeness(context, 0.25)
+    assert kind == "dense" and weight == 0.25 and data.shape == probs.shape
+    boundaries = np.linspace(0, 1, 120, dtype=np.float32).reshape(10, 12)
+    with_map = ImageContext(np.zeros((10, 12, 3), dtype=np.uint8), network=NetworkMaps(boundaries=boundaries))
+    np.testing.assert_allclose(NetworkBoundaries().boundary(with_map), boundaries)
+    with pytest.raises(InputError, match="soft maps"):
+        NetworkEdges().boundary(with_map)
+    with pytest.raises(InputError, match="boundary map"):
+        NetworkBoundaries().boundary(context)
+
+
+def test_smoothed_maps_are_computed_once_per_image_and_timed():
+    rng = np.random.default_rng(0)
+    probs = rng.random((3, 16, 20)).astype(np.float32)
+    probs /= probs.sum(axis=0)
+    context = ImageContext(rng.integers(0, 255, (16, 20, 3), dtype=np.uint8), network=NetworkMaps(soft_maps=probs))
+    first = context.soft_maps(smoothed=True)
+    assert context.soft_maps(smoothed=True) is first and context.seconds_in_crf > 0
+    assert not np.allclose(first, probs)
 
 
 def two_textures(height: int = 64, width: int = 64) -> np.ndarray:
@@ -92,7 +155,7 @@ def two_textures(height: int = 64, width: int = 64) -> np.ndarray:
 
 
 def test_textons_tell_apart_textures_of_the_same_colours():
-    from wnetcli.segmentation.boundaries import texton_map
+    from wnetcli.segmentation.cues.textons import texton_map
 
     lab = two_textures()
     textons = texton_map(lab, n_textons=8)
@@ -105,7 +168,7 @@ def test_textons_tell_apart_textures_of_the_same_colours():
 
 
 def test_texture_gradient_peaks_at_the_texture_boundary_only():
-    from wnetcli.segmentation.boundaries import texture_gradient
+    from wnetcli.segmentation.cues.textons import texture_gradient
 
     lab = two_textures()
     grad = texture_gradient(lab, n_textons=8, sigmas=(4.0,))
@@ -116,28 +179,25 @@ def test_texture_gradient_peaks_at_the_texture_boundary_only():
 
 
 def test_texton_map_of_a_flat_image_is_one_texture():
-    from wnetcli.segmentation.boundaries import texton_map
+    from wnetcli.segmentation.cues.textons import texton_map
 
     assert not texton_map(np.full((9, 7, 3), 50.0, dtype=np.float32)).any()
 
 
-@pytest.mark.parametrize("shape", [(3, 2, 5), (2, 7, 2), (4, 9, 13), (3, 1, 6), (3, 6, 1)])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_central_difference_is_numpy_gradient_bit_for_bit(shape, dtype):
-    from wnetcli.segmentation.boundaries import central_difference
+@pytest.mark.parametrize("shape", [(3, 2, 5), (4, 9, 13), (3, 1, 6), (3, 6, 1)])
+def test_gradient_is_numpy_gradient_and_zero_along_an_axis_of_one_pixel(shape):
+    from wnetcli.segmentation.cues.colour import gradient
 
-    values = np.random.default_rng(1).normal(size=shape).astype(dtype)
+    values = np.random.default_rng(1).normal(size=shape).astype(np.float32)
     for axis in (1, 2):
         expected = np.gradient(values, axis=axis) if shape[axis] > 1 else np.zeros_like(values)
-        got = central_difference(values, axis)
-        assert got.dtype == values.dtype
-        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(gradient(values, axis), expected)
 
 
 def test_texton_filter_bank_is_gaussian_filter_bit_for_bit():
     from scipy import ndimage as ndi
 
-    from wnetcli.segmentation.boundaries import _DERIVATIVE_ORDERS, _derivative_responses
+    from wnetcli.segmentation.cues.textons import _DERIVATIVE_ORDERS, _derivative_responses
 
     grey = np.random.default_rng(2).random((23, 31), dtype=np.float32)
     scales = (1.0, 2.0)
@@ -149,10 +209,10 @@ def test_texton_filter_bank_is_gaussian_filter_bit_for_bit():
     np.testing.assert_array_equal(_derivative_responses(grey, scales), np.stack(expected))
 
 
-def test_nearest_centre_and_cluster_means_are_scipys_kmeans_steps():
+def test_nearest_centre_is_scipys_vq_and_empty_textons_keep_their_centre():
     from scipy.cluster.vq import vq
 
-    from wnetcli.segmentation.boundaries import _cluster_means, _nearest_centre
+    from wnetcli.segmentation.cues.textons import _lloyd, _nearest_centre
 
     rng = np.random.default_rng(3)
     points = rng.normal(size=(5000, 10)).astype(np.float32)
@@ -161,13 +221,8 @@ def test_nearest_centre_and_cluster_means_are_scipys_kmeans_steps():
     labels = _nearest_centre(points, centres, chunk=1000)  # several chunks
     np.testing.assert_array_equal(labels, vq(points, centres)[0])
     assert 5 not in labels
-    moved = _cluster_means(points.astype(np.float64), labels, centres.astype(np.float64))
-    for c in range(16):
-        members = points[labels == c]
-        # A centre with no point stays where it was; the others go to their points' mean.
-        expected = centres[c] if c == 5 else members.astype(np.float64).mean(axis=0)
-        np.testing.assert_allclose(moved[c], expected, rtol=1e-10, atol=1e-12)
-
+    moved = _lloyd(points.astype(np.float64), centres.astype(np.float64))  # no warning reaches the user
+    np.testing.assert_array_equal(moved[5], centres[5])
 
 def _random_lab(height: int, width: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -177,8 +232,8 @@ def _random_lab(height: int, width: int, seed: int = 0) -> np.ndarray:
 @pytest.mark.parametrize(("height", "width"), [(13, 18), (16, 16), (1, 7), (9, 1)])
 @pytest.mark.parametrize("grid", [2, 3, 4])
 def test_block_histograms_are_the_block_means_of_the_pixel_histograms(height, width, grid):
-    from wnetcli.segmentation.boundaries import lab_histograms
-    from wnetcli.segmentation.crf import block_mean
+    from wnetcli.segmentation.cues.histograms import lab_histograms
+    from wnetcli.segmentation.grids import block_mean
 
     lab = _random_lab(height, width)
     pixel = lab_histograms(lab, 6)
@@ -189,7 +244,7 @@ def test_block_histograms_are_the_block_means_of_the_pixel_histograms(height, wi
 
 
 def test_histogram_gradient_from_block_histograms_equals_the_per_pixel_route():
-    from wnetcli.segmentation.boundaries import histogram_grid, lab_histogram_gradient, lab_histograms
+    from wnetcli.segmentation.cues.histograms import histogram_grid, lab_histogram_gradient, lab_histograms
 
     lab = _random_lab(37, 45, seed=1)
     lab[:, 20:] += np.float32(30.0)  # a colour edge, so the gradient has something to find
@@ -204,7 +259,7 @@ def test_histogram_gradient_from_block_histograms_equals_the_per_pixel_route():
 
 
 def test_soft_bin_positions_are_the_two_nonzero_soft_bins():
-    from wnetcli.segmentation.boundaries import soft_bin_positions, soft_bins
+    from wnetcli.segmentation.cues.histograms import soft_bin_positions, soft_bins
 
     values = np.array([[-5.0, 0.0, 3.3, 50.0], [99.9, 100.0, 120.0, 61.25]], dtype=np.float32)
     dense = soft_bins(values, 5, 0.0, 100.0)
@@ -225,9 +280,8 @@ def test_w_net_class_mix_cue_sees_a_change_of_class_mixture_not_flicker():
     probs[0][(cols < 20) & (flicker == 0)] = 1
     probs[1][(cols < 20) & (flicker == 1)] = 1
     probs[2][cols >= 20] = 1
-    lab = np.full((40, 40, 3), 50.0, dtype=np.float32)
-    only = BoundaryOptions(wnet_weight=0, colour_weight=0, wnet_histogram_weight=1, histogram_sigmas=(4.0,))
-    mix = boundary_strength(lab, probs, only)
-    pixel = boundary_strength(lab, probs, BoundaryOptions(wnet_weight=1, colour_weight=0, wnet_sigma=0))
+    context = ImageContext(np.full((40, 40, 3), 128, dtype=np.uint8), network=NetworkMaps(soft_maps=probs))
+    mix = NetworkClassMix(smoothed=False, sigmas=(4.0,)).boundary(context)
+    pixel = NetworkEdges(smoothed=False, sigma=0.0).boundary(context)
     assert mix[10:30, 18:22].mean() > 0.5 and mix[10:30, 2:7].mean() < 0.05  # 13+ px from the seam
     assert pixel[10:30, 4:12].mean() == 1.0  # the pixel cue fires all over the flicker

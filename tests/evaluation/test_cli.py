@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bsds_data import BENCH, BSDS, bench_tree
-from processes import output_or_fail, processes_with
+from processes import HELPERS, output_or_fail, processes_with
 from typer.testing import CliRunner
 
 from wnetcli.cli import app
+from wnetcli.errors import InputError
 from wnetcli.evaluation import Baseline, EvaluationOptions, SegmenterMethod, evaluate, find_split
 from wnetcli.evaluation.baselines import nest_levels
 from wnetcli.ucm import ucm2_to_labels
@@ -74,9 +75,9 @@ def test_cli_rejects_two_methods_and_unknown_baselines(tmp_path):
     assert "not --results and --method" in both.output
     unknown = runner.invoke(app, ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "kmeans"])
     assert unknown.exit_code == 1
-    assert unknown.output == (
-        "error: unknown method 'kmeans'; choose one of felzenszwalb, slic, quickshift, watershed, classical\n"
-    )
+    assert unknown.output == "error: unknown method 'kmeans'; choose one of felzenszwalb, slic, quickshift, watershed\n"
+    mixed = runner.invoke(app, ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "slic", "--fast"])
+    assert mixed.exit_code == 1 and "not --method and --fast" in mixed.output
 
 
 def test_cli_an_output_folder_that_cannot_hold_the_report_fails_before_the_work(tmp_path, monkeypatch):
@@ -161,94 +162,54 @@ def test_segmenter_method_scores_an_onnx_model(tmp_path):
 
 
 @pytest.mark.needs_data
-def test_segmenter_method_without_merging_scores_the_argmax_segments(tmp_path):
-    onnx_models = pytest.importorskip("onnx_models", reason="tests/onnx_models.py builds the test model")
-    onnx_models.require_onnx()
-    from wnetcli.segmentation import SegmentOptions
-
-    model = onnx_models.build_prototype_model(tmp_path / "proto.onnx")
-    bsds = bench_tree(tmp_path / "bsds", count=1)
-    (image,) = find_split(bsds, "val")
-    method = SegmenterMethod(model, SegmentOptions(device="cpu"), merge=False)
-    prediction = method(image)
-    assert prediction.kind == "segs" and len(prediction.data) == 1
-    (labels,) = prediction.data
-    # Connected components of the argmax: one label per 4-connected region.
-    from skimage.measure import label
-
-    assert label(labels, background=-1, connectivity=1).max() == labels.max()
-    result = evaluate([image], method, EvaluationOptions(thresholds=3))
-    assert result.kind == "segs" and 0 <= result.regions.covering_ods <= 1
-
-
-@pytest.mark.needs_data
-def test_cli_classical_method_runs_the_hierarchy_without_a_model(tmp_path):
+def test_the_default_evaluation_is_the_default_recipe_and_records_it(tmp_path):
     bsds = bench_tree(tmp_path / "bsds", count=2)
     out = tmp_path / "out"
     result = runner.invoke(
-        app, ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "classical", "--thresholds", "5",
-              "--out", str(out)]
+        app, ["evaluate", "--bsds", str(bsds), "--split", "val", "--thresholds", "5", "--out", str(out)]
     )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 2 and 0 < metrics["covering"]["ods"] <= 1
+    from wnetcli.segmentation.recipe import RECIPES, recipe_from_dict
+
+    # The resolved recipe is in metrics.json: it rebuilds the recipe that made the results.
+    assert metrics["method"] == "default" and metrics["settings"]["model"] is None
+    assert recipe_from_dict(metrics["settings"]["recipe"]) == RECIPES["default"]
+    classical = runner.invoke(app, ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "classical"])
+    assert classical.exit_code == 1 and "--method classical is now the default" in classical.output
 
 
-def test_wnet_share_sets_the_networks_part_of_the_region_likeness(tmp_path):
-    pytest.importorskip("wnetcli.segmentation", reason="the W-Net pipeline needs onnxruntime")
-    from wnetcli.cli.evaluate import _build_method
-    from wnetcli.segmentation.postprocess import PostprocessOptions
-
-    model = tmp_path / "m.onnx"
-    model.write_bytes(b"")  # only checked for existence here; the session opens on first use
-    shared = _build_method(None, None, model, True, True, "cpu", 1, wnet_share=0.4)
-    assert shared.options.postprocess.likeness_colour_share == pytest.approx(0.6)
-    assert shared.name == "m-wnet-share-0.4"
-    default = _build_method(None, None, model, False, True, "cpu", 1)
-    assert default.options.postprocess.likeness_colour_share == PostprocessOptions().likeness_colour_share
-    assert default.options.postprocess.crf is False and default.name == "m-no-crf"
-    # The hierarchy does not return the soft maps (no CRF work unless a W-Net cue reads them);
-    # --no-merge scores their argmax, so it keeps them.
-    assert default.options.postprocess.keep_probs is False
-    assert _build_method(None, None, model, True, False, "cpu", 1).options.postprocess.keep_probs is True
-
-
-def test_wnet_edges_and_tta_reach_the_pipeline_and_name_the_run(tmp_path):
-    pytest.importorskip("wnetcli.segmentation", reason="the W-Net pipeline needs onnxruntime")
+def test_recipe_and_fast_choose_the_pipeline_and_name_the_run(tmp_path):
     from wnetcli.cli.evaluate import _build_method
 
     model = tmp_path / "m.onnx"
-    model.write_bytes(b"")
-    chosen = _build_method(None, None, model, True, True, "cpu", 1, wnet_edges=0.2, tta=True)
-    assert chosen.options.postprocess.wnet_weight == pytest.approx(0.2) and chosen.options.tta is True
-    assert chosen.name == "m-wnet-edges-0.2-tta"
-    plain = _build_method(None, None, model, True, True, "cpu", 1)
-    assert plain.options.tta is False and plain.options.postprocess.wnet_weight == 0.0
-    merge_only = _build_method(None, None, model, True, True, "cpu", 1, wnet_edges=0.2, merge_only=True)
-    assert merge_only.options.postprocess.wnet_merge_only is True and merge_only.name == "m-wnet-edges-0.2-merge-only"
-    assert plain.options.postprocess.wnet_merge_only is False
+    model.write_bytes(b"")  # only named here; the segmenter checks it on first use
+    network = _build_method(None, None, model, "network", False, "cpu", 1)
+    assert network.options.recipe.name == "network" and network.options.recipe.network.mirror
+    assert network.name == "network-m"
+    fast = _build_method(None, None, None, None, True, "cpu", 1)
+    assert fast.name == "fast" and fast.options.recipe.grid.downsample == 2
+    assert _build_method(None, None, None, None, False, "cpu", 2).options.threads == max(1, (os.cpu_count() or 1) // 2)
+    with pytest.raises(InputError, match="--fast is short for --recipe fast"):
+        _build_method(None, None, None, "network", True, "cpu", 1)
+    (tmp_path / "mine.toml").write_text("[grid]\ndownsample = 3\n")
+    mine = _build_method(None, None, None, str(tmp_path / "mine.toml"), False, "cpu", 1)
+    assert mine.name == "mine" and mine.options.recipe.grid.downsample == 3
 
 
-def test_fast_puts_the_hierarchy_on_the_coarser_grid(tmp_path):
-    pytest.importorskip("wnetcli.segmentation", reason="the W-Net pipeline needs onnxruntime")
-    from wnetcli.cli.evaluate import _build_method
-    from wnetcli.segmentation.postprocess import FAST_OVERRIDES
-
-    model = tmp_path / "m.onnx"
-    model.write_bytes(b"")
-    fast = _build_method(None, None, model, True, True, "cpu", 1, wnet_share=0.2, fast=True)
-    assert fast.name == "m-wnet-share-0.2-fast"
-    post = fast.options.postprocess
-    assert post.hierarchy_downsample == FAST_OVERRIDES["hierarchy_downsample"] == 2
-    assert post.likeness_colour_share == pytest.approx(0.8)
-    classical = _build_method(None, "classical", None, True, True, "cpu", 1, fast=True)
-    assert classical.name == "classical-fast" and classical.options.hierarchy_downsample == 2
-    assert _build_method(None, "classical", None, True, True, "cpu", 1).options is None
-    bsds = bench_tree(tmp_path / "bsds", count=2)
-    result = runner.invoke(app, ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "classical", "--fast",
-                                 "--thresholds", "5", "--out", str(tmp_path / "out")])
+@pytest.mark.needs_data
+def test_a_model_given_to_a_recipe_that_does_not_read_it_is_said_to_be_unused(tmp_path):
+    onnx_models = pytest.importorskip("onnx_models", reason="tests/onnx_models.py builds the test model")
+    onnx_models.require_onnx()
+    model = onnx_models.build_prototype_model(tmp_path / "proto.onnx")
+    bsds = bench_tree(tmp_path / "bsds", count=1)
+    result = runner.invoke(app, ["evaluate", "--bsds", str(bsds), "--split", "val", "--thresholds", "3",
+                                 "--model", str(model), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["images"] == 2
+    assert "was checked but not run: recipe 'default' reads none of the network's output" in " ".join(
+        result.output.split()
+    )
 
 
 @pytest.mark.needs_data
@@ -257,7 +218,7 @@ def test_a_killed_evaluation_leaves_no_worker_behind(tmp_path):
     bsds = bench_tree(tmp_path / "bsds", count=5)
     marker = str(tmp_path / "out")  # on the command line of the run and of its forked workers
     code = "import sys; from wnetcli.cli import main; main(sys.argv[1:])"
-    args = ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "classical", "--jobs", "2"]
+    args = ["evaluate", "--bsds", str(bsds), "--split", "val", "--jobs", "2"]
     run = subprocess.Popen([sys.executable, "-c", code, *args, "--out", marker])
 
     def others() -> list[int]:
@@ -311,9 +272,9 @@ def test_a_second_stop_signal_in_the_unwinding_of_a_lock_wait_still_exits_130(tm
         "import sys; sys.path.insert(0, sys.argv.pop(1)); from processes import stop_twice_in_a_lock_wait; "
         "stop_twice_in_a_lock_wait('as_completed'); from wnetcli.cli import main; main(sys.argv[1:])"
     )
-    args = ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "classical", "--jobs", "2"]
+    args = ["evaluate", "--bsds", str(bsds), "--split", "val", "--jobs", "2"]
     run = subprocess.Popen(
-        [sys.executable, "-c", code, str(Path(__file__).parent), *args, "--out", marker], start_new_session=True,
+        [sys.executable, "-c", code, HELPERS, *args, "--out", marker], start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     output = output_or_fail(run, 120, "the interrupted evaluation did not exit")
@@ -334,7 +295,7 @@ def test_ctrl_c_twice_stops_an_evaluation_at_once_and_leaves_no_worker(tmp_path)
     bsds = bench_tree(tmp_path / "bsds", count=5)
     marker = str(tmp_path / "out")
     code = "import sys; from wnetcli.cli import main; main(sys.argv[1:])"
-    args = ["evaluate", "--bsds", str(bsds), "--split", "val", "--method", "classical", "--jobs", "2"]
+    args = ["evaluate", "--bsds", str(bsds), "--split", "val", "--jobs", "2"]
     run = subprocess.Popen(
         [sys.executable, "-c", code, *args, "--out", marker], start_new_session=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

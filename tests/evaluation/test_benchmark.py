@@ -21,7 +21,7 @@ from wnetcli.evaluation import (
 from wnetcli.evaluation.boundary import BoundaryGroundTruth, Matching, _matching, boundary_scores, thin
 from wnetcli.evaluation.regions import RegionGroundTruth
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BENCH = DATA / "bsds500-bench"
 
 needs_bench = pytest.mark.skipif(not BENCH.is_dir(), reason=f"BSDS bench data not found at {BENCH}")

@@ -103,7 +103,7 @@ def test_a_rerun_with_other_settings_keeps_the_record_of_what_made_the_outputs_a
     entries = runs(tmp_path / "out")
     assert len(entries) == 2  # appended, never overwritten
     assert entries[0]["settings"] == next(iter(made_by.values())) and entries[0]["save"] == ["overlay"]
-    assert entries[0]["postprocess"]["regions"] is None and entries[1]["postprocess"]["regions"] == 2
+    assert entries[0]["cut"]["regions"] is None and entries[1]["cut"]["regions"] == 2
     assert entries[1]["settings"] != entries[0]["settings"]
     # The same settings again: skipped without a warning.
     third = runner.invoke(app, ["segment", str(images), "--out", "out", "--save", "overlay"])

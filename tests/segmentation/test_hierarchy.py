@@ -8,15 +8,17 @@ from scipy import ndimage as ndi
 from skimage.measure import label
 
 from wnetcli.segmentation.hierarchy import (
+    MergeOptions,
     SuperpixelOptions,
     build_hierarchy,
-    edges_to_ucm2,
     merge_regions,
-    upsample_labels,
-    upsample_ucm2,
     watershed_superpixels,
 )
 from wnetcli.ucm import ucm2_to_labels
+
+#: Merging by mean border strength alone (no likeness term, no size prior), as these tests
+#: reason about border levels.
+BY_BORDERS = MergeOptions(likeness=0.0, size_prior=0.0)
 
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
@@ -44,7 +46,7 @@ def noise_strength(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 def test_four_flat_squares_give_four_regions_then_two_then_one():
     strength, quadrants = four_square_strength()
-    hierarchy = build_hierarchy(strength)
+    hierarchy = build_hierarchy(strength, SuperpixelOptions(window=7), BY_BORDERS)
     np.testing.assert_array_equal(hierarchy.superpixels, quadrants)
     assert same_partition(ucm2_to_labels(hierarchy.ucm2, 0.3), quadrants)
     halves = ucm2_to_labels(hierarchy.ucm2, 0.7)  # the weaker horizontal line is gone
@@ -58,7 +60,7 @@ def test_four_flat_squares_give_four_regions_then_two_then_one():
 @pytest.mark.parametrize(("height", "width"), [(31, 47), (1, 9), (9, 1), (1, 1), (2, 3)])
 def test_ucm2_is_ultrametric_and_its_cuts_are_nested(height, width):
     strength = noise_strength(height, width)
-    hierarchy = build_hierarchy(strength, SuperpixelOptions(window=3, sigma=0))
+    hierarchy = build_hierarchy(strength, SuperpixelOptions(window=3, sigma=0), BY_BORDERS)
     ucm2 = hierarchy.ucm2
     assert ucm2.shape == (2 * height + 1, 2 * width + 1) and ucm2.dtype == np.float32
     assert ucm2.min() >= 0 and ucm2.max() <= 1
@@ -142,7 +144,7 @@ def test_merge_regions_matches_a_brute_force_greedy_merge(size_scale, weight):
 
 def test_size_prior_keeps_the_hierarchy_ultrametric():
     hierarchy = build_hierarchy(
-        noise_strength(30, 40, seed=2), SuperpixelOptions(window=3, sigma=0, size_prior=0.05)
+        noise_strength(30, 40, seed=2), SuperpixelOptions(window=3, sigma=0), MergeOptions(size_prior=0.05)
     )
     ucm2 = hierarchy.ucm2
     for t in np.unique(hierarchy.levels)[::3]:
@@ -160,57 +162,9 @@ def test_superpixels_are_four_connected_and_cover_the_image():
     assert fewer.max() <= watershed_superpixels(strength, SuperpixelOptions(window=3, sigma=0)).max()
 
 
-def test_edges_to_ucm2_puts_borders_and_junctions_on_the_doubled_grid():
-    right = np.array([[0.2], [0.0]], dtype=np.float32)  # 2 x 2 image
-    down = np.array([[0.0, 0.7]], dtype=np.float32)
-    ucm2 = edges_to_ucm2(right, down)
-    assert ucm2.shape == (5, 5)
-    assert ucm2[1, 2] == np.float32(0.2) and ucm2[3, 2] == 0 and ucm2[2, 3] == np.float32(0.7)
-    assert ucm2[2, 2] == np.float32(0.7)  # the junction takes the max of its four borders
-    np.testing.assert_array_equal(ucm2[1::2, 1::2], 0)
-
-
-def _region_graph(labels: np.ndarray) -> set[tuple[int, int]]:
-    pairs = set()
-    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])):
-        cross = a != b
-        pairs |= {(min(x, y), max(x, y)) for x, y in zip(a[cross].tolist(), b[cross].tolist(), strict=True)}
-    return pairs
-
-
-@pytest.mark.parametrize(
-    ("coarse", "full"), [((5, 7), (10, 14)), ((5, 7), (9, 13)), ((3, 4), (11, 9)), ((1, 1), (3, 2))]
-)
-def test_upsampled_labels_keep_the_region_graph(coarse, full):
-    rng = np.random.default_rng(sum(full))
-    labels = label(rng.integers(0, 3, coarse), connectivity=1, background=-1)
-    big = upsample_labels(labels, full)
-    assert big.shape == full
-    assert set(np.unique(big)) == set(np.unique(labels))  # no row or column skipped
-    assert _region_graph(big) == _region_graph(labels)
-    for region in np.unique(big):  # still 4-connected
-        assert label(big == region, connectivity=1).max() == 1
-    if full == (10, 14):  # an exact factor: blocks
-        np.testing.assert_array_equal(big, np.repeat(np.repeat(labels, 2, 0), 2, 1))
-    with pytest.raises(ValueError, match="smaller"):
-        upsample_labels(labels, (coarse[0] - 1 or 0, full[1]))
-
-
-@pytest.mark.parametrize("shape", [(31, 47), (32, 48), (16, 24), (40, 25)])
-def test_an_upsampled_ucm2_cuts_into_the_upsampled_regions(shape):
-    coarse = build_hierarchy(noise_strength(16, 24, seed=3), SuperpixelOptions(window=3, sigma=0))
-    big = upsample_ucm2(coarse.ucm2, shape)
-    assert big.shape == (2 * shape[0] + 1, 2 * shape[1] + 1) and big.dtype == np.float32
-    assert set(np.unique(big)) <= set(np.unique(coarse.ucm2))
-    for threshold in [0.0, *np.unique(coarse.levels)[::3]]:
-        small = ucm2_to_labels(coarse.ucm2, threshold)
-        assert same_partition(ucm2_to_labels(big, threshold), upsample_labels(small, shape))
-    with pytest.raises(ValueError, match="smaller"):
-        upsample_ucm2(coarse.ucm2, (15, 24))
-
-
 def test_sparse_descriptor_parts_sum_like_their_dense_arrays():
-    from wnetcli.segmentation.boundaries import one_hot, soft_bin_positions, soft_bins
+    from wnetcli.segmentation.cues.histograms import soft_bin_positions, soft_bins
+    from wnetcli.segmentation.cues.textons import one_hot
     from wnetcli.segmentation.hierarchy import PixelDescriptors
 
     rng = np.random.default_rng(5)
@@ -237,7 +191,7 @@ def test_split_by_adds_the_borders_of_a_second_partition():
     strength, quadrants = four_square_strength()
     halves = np.zeros_like(quadrants)
     halves[:, 6:] = 1  # a cut through the left quadrants, where the boundary map is flat
-    hierarchy = build_hierarchy(strength, split_by=halves)
+    hierarchy = build_hierarchy(strength, SuperpixelOptions(window=7), BY_BORDERS, split_by=halves)
     assert hierarchy.n_superpixels == 6
     assert same_partition(hierarchy.superpixels, label(quadrants * 2 + halves, connectivity=1))
     # The added borders lie on flat strength (but for the one pixel where each meets the
@@ -250,14 +204,15 @@ def test_flood_gives_the_superpixels_and_strength_the_merge_levels():
     strength, quadrants = four_square_strength()
     rng = np.random.default_rng(3)
     flood = ndi.gaussian_filter(rng.random(strength.shape), 1.5).astype(np.float32)
-    hierarchy = build_hierarchy(strength, SuperpixelOptions(window=3), flood=flood)
+    hierarchy = build_hierarchy(strength, SuperpixelOptions(window=3), BY_BORDERS, flood=flood)
     # The borders come from the flooded map, not from the four squares' lines...
     np.testing.assert_array_equal(
         hierarchy.superpixels, watershed_superpixels(flood, SuperpixelOptions(window=3))
     )
-    assert not same_partition(hierarchy.superpixels, build_hierarchy(strength, SuperpixelOptions(window=3)).superpixels)
+    by_itself = build_hierarchy(strength, SuperpixelOptions(window=3), BY_BORDERS)
+    assert not same_partition(hierarchy.superpixels, by_itself.superpixels)
     # ...and the levels from the strength map: the same flood with a flat strength merges at 0.
-    flat = build_hierarchy(np.zeros_like(strength), SuperpixelOptions(window=3), flood=flood)
+    flat = build_hierarchy(np.zeros_like(strength), SuperpixelOptions(window=3), BY_BORDERS, flood=flood)
     assert flat.levels.max() == 0 and hierarchy.levels.max() > 0
     with pytest.raises(ValueError, match="flood"):
         build_hierarchy(strength, flood=flood[:-1])

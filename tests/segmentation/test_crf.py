@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wnetcli.segmentation.crf import CRFOptions, block_mean, dense_crf, upsample_linear
+from wnetcli.segmentation.crf import CRFOptions, dense_crf
 
 COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 40]], dtype=np.uint8)
 
@@ -76,16 +76,6 @@ def test_crf_rejects_mismatched_shapes_and_bad_options():
         CRFOptions(downsample=0)
     with pytest.raises(ValueError, match="appearance_lab"):
         CRFOptions(appearance_lab=0)
-
-
-def test_block_mean_and_linear_upsampling_keep_constants_and_sizes():
-    image = np.random.default_rng(2).random((2, 8, 12)).astype(np.float32)
-    np.testing.assert_allclose(block_mean(image, 4)[:, 0, 0], image[:, :4, :4].mean(axis=(1, 2)), rtol=1e-5)
-    constant = np.full((3, 4, 3), 0.25, dtype=np.float32)
-    up = upsample_linear(constant, (13, 10), 4)
-    assert up.shape == (3, 13, 10)
-    np.testing.assert_allclose(up, 0.25)
-    assert block_mean(np.zeros((1, 13, 10)), 4).shape == (1, 4, 3)
 
 
 def test_crf_with_very_large_weights_stays_a_finite_distribution():
