@@ -34,12 +34,12 @@ import torch
 
 from export.optimize import ExportableEncoder
 from export.verify import default_sizes, max_abs_difference
-from training.checkpoint import file_sha256, model_from_checkpoint, read_checkpoint
+from training.checkpoint import model_from_checkpoint, read_checkpoint
 from training.model import WNet
 from wnetcli import __version__
 from wnetcli.atomic import atomic_path
 from wnetcli.errors import TRAIN_EXTRA_HINT, DependencyError, InputError, ModelError
-from wnetcli.model_info import BOUNDARIES_NAME, INPUT_NAME, OUTPUT_NAME, ModelInfo
+from wnetcli.model_info import BOUNDARIES_NAME, INPUT_NAME, OUTPUT_NAME, ModelInfo, file_sha256
 
 EXPORTERS = ("torchscript", "dynamo")
 #: Export fails (and writes nothing) when onnxruntime and PyTorch differ by more than this.

@@ -21,13 +21,19 @@ from typer.testing import CliRunner  # noqa: E402
 from export import ExportOptions, export_onnx, onnx_export  # noqa: E402
 from export.optimize import ExportableEncoder  # noqa: E402
 from export.verify import max_abs_difference, pad_reflect  # noqa: E402
-from training.checkpoint import file_sha256, load_checkpoint, save_checkpoint  # noqa: E402
+from training.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from training.config import ModelConfig  # noqa: E402
 from training.model import WNet  # noqa: E402
 from wnetcli import __version__  # noqa: E402
 from wnetcli.cli import app  # noqa: E402
 from wnetcli.errors import InputError, ModelError  # noqa: E402
-from wnetcli.model_info import BOUNDARIES_NAME, INPUT_NAME, OUTPUT_NAME, ModelInfo  # noqa: E402
+from wnetcli.model_info import (  # noqa: E402
+    BOUNDARIES_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ModelInfo,
+    file_sha256,  # noqa: E402
+)
 
 runner = CliRunner()
 TINY = {"k": 4, "base_width": 4, "depth": 2}

@@ -62,11 +62,28 @@ def test_mirroring_averages_on_the_doubled_grid_without_a_shift():
     assert ucm2.shape == (81, 101)
 
 
-def test_unknown_or_network_recipes_are_one_line_input_errors():
+def test_an_unknown_recipe_is_a_one_line_input_error():
     with pytest.raises(InputError, match="unknown recipe 'nope'"):
         teacher_recipe("nope")
-    with pytest.raises(InputError, match="reads the network"):
-        teacher_recipe("network")
+
+
+def test_a_teacher_that_reads_the_network_runs_its_model_and_has_a_cache_folder_per_model(tmp_path):
+    onnx_models = pytest.importorskip("onnx_models", reason="tests/onnx_models.py builds the test models")
+    onnx_models.require_onnx()
+    first = onnx_models.build_prototype_model(tmp_path / "a.onnx")
+    second = onnx_models.build_prototype_model(tmp_path / "b.onnx", temperature=5.0)
+    recipe = teacher_recipe("network")  # the default with the network's edges: a later round's teacher
+    rgb = four_squares()
+    target = teacher_boundaries(rgb, recipe, mirror=False, model=first)
+    assert target[19, :].min() > 0.5 and target[:, 23].min() > 0.5
+    assert not np.array_equal(target, teacher_boundaries(rgb, "default", mirror=False))  # the network counted
+    folders = {target_folder(tmp_path, recipe, mirror=False, max_side=320, model=m) for m in (first, second)}
+    assert len(folders) == 2  # another model, other targets
+    # Without the network the model is no part of the teacher.
+    image_only = teacher_recipe("default")
+    assert target_folder(tmp_path, image_only, mirror=False, max_side=320, model=first) == target_folder(
+        tmp_path, image_only, mirror=False, max_side=320, model=second
+    )
 
 
 def _folder_of_squares(tmp_path, count):

@@ -19,7 +19,6 @@ A checkpoint is a plain dict of tensors and primitives (so it loads with
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
@@ -135,12 +134,3 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     """Load a checkpoint file as a W-Net in eval mode."""
     model = model_from_checkpoint(read_checkpoint(path, map_location=map_location), source=str(path))
     return model.to(map_location).eval()
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file (recorded in exported models to trace them to their checkpoint)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

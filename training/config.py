@@ -133,6 +133,9 @@ class TrainConfig:
             boundary training.
         teacher_mirror: average the teacher's ucm with that of the left-right mirrored image
             (mirrored back), which halves the teacher's left-right asymmetries.
+        teacher_model: the exported model (.onnx) that a teacher recipe's network cues read
+            (a later round of self-training: the hierarchy with the boundaries learnt before);
+            ``""``: the shipped default model. Unused when the teacher reads no network.
         ncut_radius, ncut_sigma_i, ncut_sigma_x: the soft N-cut's affinity (paper: 5, 10, 4;
             ``sigma_i`` on the 0..255 scale).
         min_crop_area: random resized crops cover between this fraction of the image and all of it.
@@ -173,6 +176,7 @@ class TrainConfig:
     boundary_weight: float = 0.0
     boundaries_from: str = ""
     teacher_mirror: bool = True
+    teacher_model: str = ""
     ncut_radius: float = 5.0
     ncut_sigma_i: float = 10.0
     ncut_sigma_x: float = 4.0

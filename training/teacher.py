@@ -62,24 +62,36 @@ Progress = Callable[[int, int], None]
 def teacher_recipe(recipe: str | Recipe) -> Recipe:
     """The teacher's recipe: a named recipe or a recipe file (:func:`wnetcli.segmentation.load_recipe`).
 
+    A recipe whose cues read the network (a later round of self-training: the hierarchy with
+    the boundaries learnt in the round before) runs the teacher model on each image.
+
     Raises
     ------
     InputError
-        An unknown name or a bad file, or a recipe that reads the network: the teacher is the
-        hierarchy of image cues alone (no model runs while the targets are computed).
+        An unknown name or a bad file.
     """
     from wnetcli.segmentation.recipe import load_recipe
 
-    loaded = load_recipe(recipe)
-    if loaded.reads_network:
-        raise InputError(
-            f"boundaries_from: the recipe {loaded.name!r} reads the network "
-            f"({', '.join(sorted(loaded.network_outputs()))}); a teacher recipe uses image cues only"
-        )
-    return loaded
+    return load_recipe(recipe)
 
 
-def hierarchy_ucm2(rgb: np.ndarray, recipe: str | Recipe) -> np.ndarray:
+#: The segmenters of the teachers that run a model, one per (model, recipe) in each process.
+_SEGMENTERS: dict = {}
+
+
+def _segmenter(recipe: Recipe, model: str | os.PathLike[str] | None):
+    from wnetcli.segmentation import Segmenter, SegmentOptions
+
+    key = (str(model), recipe)
+    if key not in _SEGMENTERS:
+        # One thread: the targets are computed by a worker per core. The image is already at
+        # the training scale (max_side), which no max_size must change.
+        options = SegmentOptions(recipe=recipe, device="cpu", threads=1, max_size=None)
+        _SEGMENTERS[key] = Segmenter(Path(model) if model else None, options)
+    return _SEGMENTERS[key]
+
+
+def hierarchy_ucm2(rgb: np.ndarray, recipe: str | Recipe, model: str | os.PathLike[str] | None = None) -> np.ndarray:
     """The teacher's hierarchy of one image: the segmentation library's ucm2 for ``recipe``.
 
     The one call into the segmentation library.
@@ -91,6 +103,9 @@ def hierarchy_ucm2(rgb: np.ndarray, recipe: str | Recipe) -> np.ndarray:
     recipe : str or Recipe
         A recipe name (``"default"``, ``"fast"``), a recipe file, or a loaded recipe
         (:func:`teacher_recipe`).
+    model : path, optional
+        The exported model the recipe's network cues read (None: the shipped default); used
+        only when the recipe reads the network.
 
     Returns
     -------
@@ -102,12 +117,17 @@ def hierarchy_ucm2(rgb: np.ndarray, recipe: str | Recipe) -> np.ndarray:
     InputError
         See :func:`teacher_recipe`; or an image the post-processing refuses.
     """
+    recipe = teacher_recipe(recipe)
+    if recipe.reads_network:
+        return _segmenter(recipe, model).segment(rgb).ucm2
     from wnetcli.segmentation.postprocess import postprocess
 
-    return postprocess(rgb, recipe=teacher_recipe(recipe)).ucm2
+    return postprocess(rgb, recipe=recipe).ucm2
 
 
-def teacher_boundaries(rgb: np.ndarray, recipe: str | Recipe, *, mirror: bool) -> np.ndarray:
+def teacher_boundaries(
+    rgb: np.ndarray, recipe: str | Recipe, *, mirror: bool, model: str | os.PathLike[str] | None = None
+) -> np.ndarray:
     """The boundary target of one image: (H, W) float32 in [0, 1] (0 inside regions).
 
     ``ucm2[2::2, 2::2]`` of :func:`hierarchy_ucm2`; with ``mirror`` the ucm2 is first averaged
@@ -115,9 +135,9 @@ def teacher_boundaries(rgb: np.ndarray, recipe: str | Recipe, *, mirror: bool) -
     doubled grid, where mirroring maps every edge onto its own counterpart; on the image grid
     a mirrored map would be shifted by a pixel (each pixel keeps the border to its right).
     """
-    ucm2 = hierarchy_ucm2(rgb, recipe)
+    ucm2 = hierarchy_ucm2(rgb, recipe, model)
     if mirror:
-        mirrored = hierarchy_ucm2(np.ascontiguousarray(rgb[:, ::-1]), recipe)[:, ::-1]
+        mirrored = hierarchy_ucm2(np.ascontiguousarray(rgb[:, ::-1]), recipe, model)[:, ::-1]
         ucm2 = (ucm2 + mirrored) / 2
     return np.ascontiguousarray(ucm2_to_boundary(ucm2), dtype=np.float32)
 
@@ -128,15 +148,24 @@ def default_cache_dir() -> Path:
     return Path(base) / "wnet" / "teacher"
 
 
-def target_folder(cache_dir: str | os.PathLike[str], recipe: Recipe, *, mirror: bool, max_side: int) -> Path:
+def target_folder(
+    cache_dir: str | os.PathLike[str], recipe: Recipe, *, mirror: bool, max_side: int,
+    model: str | os.PathLike[str] | None = None,
+) -> Path:
     """The cache folder of one teacher at one scale (see the module docstring).
 
-    Named by the recipe's name and a digest of all its settings (:func:`recipe_to_dict`), so
-    that an edited recipe file, or a default that changes with wnet, gets a folder of its own.
+    Named by the recipe's name and a digest of all its settings (:func:`recipe_to_dict`) and,
+    when the recipe reads the network, of the model file, so that an edited recipe file, a
+    default that changes with wnet or another model gets a folder of its own.
     """
+    from wnetcli.model_info import file_sha256
+    from wnetcli.segmentation.pipeline import DEFAULT_MODEL
     from wnetcli.segmentation.recipe import recipe_to_dict
 
-    settings = json.dumps(recipe_to_dict(recipe), sort_keys=True, default=str)
+    teacher = recipe_to_dict(recipe)
+    if recipe.reads_network:
+        teacher["model_sha256"] = file_sha256(model or DEFAULT_MODEL)
+    settings = json.dumps(teacher, sort_keys=True, default=str)
     digest = hashlib.sha256(settings.encode("utf-8")).hexdigest()[:12]
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", recipe.name)
     return Path(cache_dir) / f"{name}-{digest}{'-mirror' if mirror else ''}-side{max_side}"
@@ -160,8 +189,8 @@ def read_target(path: str | os.PathLike[str]) -> np.ndarray:
         raise DataError(f"cannot read the boundary target {path} ({exc}): delete it to recompute") from exc
 
 
-def _compute_target(rgb: np.ndarray, recipe: Recipe, mirror: bool, path: Path) -> None:
-    write_target(path, teacher_boundaries(rgb, recipe, mirror=mirror))
+def _compute_target(rgb: np.ndarray, recipe: Recipe, mirror: bool, path: Path, model: str | None) -> None:
+    write_target(path, teacher_boundaries(rgb, recipe, mirror=mirror, model=model))
 
 
 _worker_blas_limit = None
@@ -189,6 +218,7 @@ def teacher_targets(
     recipe: str | Recipe,
     *,
     mirror: bool = True,
+    model: str | os.PathLike[str] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     workers: int | None = None,
     shard: tuple[int, int] = (0, 1),
@@ -205,6 +235,8 @@ def teacher_targets(
         The teacher (:func:`teacher_recipe`).
     mirror : bool
         Average with the mirrored image's hierarchy (:func:`teacher_boundaries`).
+    model : path, optional
+        The model the teacher recipe's network cues read (None: the shipped default).
     cache_dir : path, optional
         Default :func:`default_cache_dir`.
     workers : int, optional
@@ -231,11 +263,14 @@ def teacher_targets(
     OutputError
         When the cache cannot be written.
     """
-    from training.checkpoint import file_sha256  # imports torch: not at module level, which the workers import
+    from wnetcli.model_info import file_sha256
 
     recipe = teacher_recipe(recipe)
+    model = str(model) if model else None
     warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
-    folder = target_folder(cache_dir or default_cache_dir(), recipe, mirror=mirror, max_side=images.max_side)
+    folder = target_folder(
+        cache_dir or default_cache_dir(), recipe, mirror=mirror, max_side=images.max_side, model=model
+    )
     rank, world_size = shard
     targets: list[Path | None] = []
     todo: list[int] = []
@@ -269,7 +304,7 @@ def teacher_targets(
                 failed(index, "unreadable")
             else:
                 try:
-                    _compute_target(rgb, recipe, mirror, targets[index])
+                    _compute_target(rgb, recipe, mirror, targets[index], model)
                 except InputError as exc:
                     failed(index, str(exc))
             done += 1
@@ -303,7 +338,7 @@ def teacher_targets(
                 settle(wait(pending, return_when=FIRST_COMPLETED).done)
             # The first submit starts the workers; a stop signal meanwhile is raised once it is done.
             with deferred_interrupts():
-                pending[pool.submit(_compute_target, rgb, recipe, mirror, targets[index])] = index
+                pending[pool.submit(_compute_target, rgb, recipe, mirror, targets[index], model)] = index
         while pending:
             settle(wait(pending, return_when=FIRST_COMPLETED).done)
     except BrokenProcessPool as exc:

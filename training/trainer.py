@@ -543,7 +543,8 @@ def _attach_teacher_targets(images: TrainingImages, config: TrainConfig, context
 
     workers = threads or max(1, (os.cpu_count() or 1) // context.world_size)
     targets = teacher_targets(
-        images, config.boundaries_from, mirror=config.teacher_mirror, cache_dir=cache_dir, workers=workers,
+        images, config.boundaries_from, mirror=config.teacher_mirror, model=config.teacher_model or None,
+        cache_dir=cache_dir, workers=workers,
         shard=(context.rank, context.world_size), progress=progress, warn=warn,
     )
     distributed.barrier(context)

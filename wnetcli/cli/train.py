@@ -51,8 +51,13 @@ def train(
     ),
     boundaries_from: str | None = typer.Option(
         None, "--boundaries-from",
-        help="Train a boundary head on this teacher recipe's hierarchy (default, fast or a recipe file); "
-        "adds the head and --boundary-weight 1 unless the config sets them.",
+        help="Train a boundary head on this teacher recipe's hierarchy (default, fast, network or a recipe "
+        "file); adds the head and --boundary-weight 1 unless the config sets them.",
+    ),
+    teacher_model: Path | None = typer.Option(
+        None, "--teacher-model",
+        help="Exported model (.onnx) for a teacher recipe that reads the network (a later round of "
+        "self-training); default: the shipped model.",
     ),
     boundary_weight: float | None = typer.Option(
         None, "--boundary-weight", min=0.0, help="Learning-rate factor of the boundary update (0: none)."
@@ -103,6 +108,7 @@ def train(
         "sample_every": sample_every, "workers": workers, "padding_mode": padding,
         "init_from": None if init_from is None else str(init_from),
         "boundaries_from": boundaries_from, "boundary_weight": boundary_weight,
+        "teacher_model": str(teacher_model) if teacher_model else None,
     }
     if padding is not None and padding not in PADDING_MODES:  # the config's own message names padding_mode
         raise InputError(f"--padding must be one of {', '.join(PADDING_MODES)}, got {padding!r}")
