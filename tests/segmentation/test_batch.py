@@ -880,3 +880,31 @@ def test_resolve_workers():
     assert resolve_workers(None, 100) == cores
     assert resolve_workers(None, 2) == min(cores, 2)
     assert resolve_workers(3, 1) == 1 and resolve_workers(3, 10) == 3 and resolve_workers(0, 10) == 0
+
+
+def test_a_stop_signal_between_an_inference_submit_and_its_record_loses_no_written_image(
+    tmp_path, images, model_path, monkeypatch
+):
+    """A Ctrl-C that lands in the inference pool's submit, after the call started and before
+    run_jobs keeps its future: the image is written all the same, and must be in the summary."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    original = ThreadPoolExecutor.submit
+    written = []
+
+    def submit_then_interrupt(self, fn, *args, **kwargs):
+        future = original(self, fn, *args, **kwargs)
+        if self._thread_name_prefix.startswith("wnet-infer"):
+            for _, outcome in future.result():  # the call ran and its images were written...
+                written.append(outcome.result() if isinstance(outcome, Future) else outcome)
+            raise KeyboardInterrupt  # ...and the signal comes before run_jobs records the future
+        return future
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", submit_then_interrupt)
+    options = BatchOptions(out_dir=tmp_path / "out", workers=1)
+    with pytest.raises(KeyboardInterrupt):
+        segment_folder([images], model_path, options, CPU)
+    assert written and all(record.status == "ok" for record in written)
+    rows = _rows(options.summary_path)
+    for record in written:
+        assert rows[record.image]["status"] == "ok", rows

@@ -152,18 +152,19 @@ def start_worker_server() -> None:
     loads the model and decodes, rather than after the first inference. Without forkserver
     (spawn) there is no server and nothing to do; a server already running is kept.
 
-    The server starts with SIGTERM ignored: a SIGTERM to the whole job (SLURM's time limit)
-    ended it, and its end closes the pipes through which the pool learns that a worker has
-    exited, so the pool took its live workers for dead and dropped the results of the images
-    under way (written, but missing from ``summary.csv``). An ignored signal stays ignored across
-    the server's exec; it ends anyway when this process does. The workers ignore SIGTERM too
-    (:func:`wnetcli.workers.serve_run`).
+    The server starts with the stop signals (Ctrl-C, SIGTERM) ignored, and so do the workers it
+    forks until their initializer (:func:`wnetcli.workers.serve_run`) takes over: a signal to
+    the whole job (a terminal's Ctrl-C, SLURM's time limit) that ended the server closed the
+    pipes through which the pool learns that a worker has exited, so the pool took its live
+    workers for dead and dropped the images under way (written, but missing from
+    ``summary.csv``), and one that reached a worker before its initializer broke the pool. An
+    ignored signal stays ignored across the server's exec; it ends anyway when this process does.
     """
     if _worker_context().get_start_method() == "forkserver":
         import signal
         from multiprocessing import forkserver
 
-        with signal_handlers((signal.SIGTERM,), signal.SIG_IGN):
+        with signal_handlers((signal.SIGINT, signal.SIGTERM), signal.SIG_IGN):
             forkserver.ensure_running()
 
 
@@ -232,6 +233,10 @@ def run_jobs(
     infer_pool = ThreadPoolExecutor(streams, thread_name_prefix="wnet-infer") if streams else None
     # Oldest first: futures of an inference call's [(index, record or post-processing future)].
     in_flight: deque[Future] = deque()
+    # Every (index, record or post-processing future) as soon as an inference call makes it: what
+    # an interrupted run settles from. A future that a stop signal cut off between the pool's
+    # submit and in_flight.append still runs, and its images are written.
+    started: list[tuple[int, ImageRecord | Future]] = []
     # Decoded images wait in one bucket per inference size, so that a batch is full even when
     # sizes alternate (BSDS has landscape and portrait images); a bucket is run when it holds
     # batch_size images, and the fullest one when more than 2 * batch_size images wait in all.
@@ -254,19 +259,23 @@ def run_jobs(
             # Without a cue that reads the network, it does not run: no maps (None) go to the workers.
             maps, seconds = segmenter.network_maps([rgb for _, _, rgb, _ in batch])
         except Exception as exc:  # e.g. an image too large for memory: fail this batch only
-            return [
+            outcomes = [
                 (index, ImageRecord(
                     job.relative.as_posix(), job.source, FAILED, rgb.shape[1], rgb.shape[0], message=_describe(exc)
                 ))
                 for index, job, rgb, _ in batch
             ]
+            started.extend(outcomes)
+            return outcomes
         outcomes: list[tuple[int, ImageRecord | Future]] = []
         for (index, job, rgb, decode_s), p, s in zip(batch, maps, seconds, strict=True):
             timings = {"decode": decode_s, "inference": s}
             if post_pool is None:
-                outcomes.append((index, _finish(segmenter.finisher, job, rgb, p, timings)))
+                outcome = (index, _finish(segmenter.finisher, job, rgb, p, timings))
             else:
-                outcomes.append((index, post_pool.submit(_finish_in_worker, job, rgb, p, timings)))
+                outcome = (index, post_pool.submit(_finish_in_worker, job, rgb, p, timings))
+            started.append(outcome)  # one bytecode-atomic append, before anything can cut it off
+            outcomes.append(outcome)
         return outcomes
 
     def run_bucket(key: tuple[int, int]) -> None:
@@ -307,18 +316,17 @@ def run_jobs(
                 if pool is not None:
                     pool.shutdown(wait=True, cancel_futures=True)
             # Interrupted: the images the pools finished meanwhile are written; record them too.
-            _settle_finished(in_flight, settle)
+            _settle_finished(started, settle)
     return [record for record in records if record is not None]
 
 
-def _settle_finished(in_flight: Iterable[Future], settle: Callable[[int, ImageRecord], None]) -> None:
-    """Settle every image of ``in_flight`` (futures of inference calls, see :func:`run_jobs`)
+def _settle_finished(
+    started: Iterable[tuple[int, ImageRecord | Future]], settle: Callable[[int, ImageRecord], None]
+) -> None:
+    """Settle every image of ``started`` (what the inference calls made, see :func:`run_jobs`)
     whose work has finished; the cancelled and the failed are left out."""
-    for call in in_flight:
-        if not call.done() or call.cancelled() or call.exception() is not None:
-            continue
-        for index, outcome in call.result():
-            if not isinstance(outcome, Future):
-                settle(index, outcome)
-            elif outcome.done() and not outcome.cancelled() and outcome.exception() is None:
-                settle(index, outcome.result())
+    for index, outcome in list(started):
+        if not isinstance(outcome, Future):
+            settle(index, outcome)
+        elif outcome.done() and not outcome.cancelled() and outcome.exception() is None:
+            settle(index, outcome.result())
