@@ -11,10 +11,9 @@ repeated reflection numpy does for pads wider than the image needs a data-depend
 and a single ONNX ``Pad`` (reflect) would differ from training for tiny images.
 
 Exporter: the TorchScript-based one (``dynamo=False``) by default, chosen by measurement on
-the quarter-width encoder (2 CPU cores): it writes the file in 0.1-0.3 s against 7-9 s for the
+the quarter-width encoder (docs/experiments.md): it writes the file many times faster than the
 dynamo-based one, and the two graphs run equally fast in onnxruntime (with the rewrites of
-:mod:`export.optimize`, batch 1: 56 vs 55 images/s at 224x224, 18.5 vs 18.2 at 336x496, in
-one run of ``benchmarks/bench_inference.py --variants``). The dynamo exporter also needs H
+:mod:`export.optimize`, ``benchmarks/bench_inference.py --variants``). The dynamo exporter also needs H
 and W declared as multiples of ``2**depth``. torch deprecates the TorchScript exporter, so
 ``exporter="dynamo"`` is kept working and tested.
 """
@@ -153,10 +152,9 @@ def onnxruntime_max_opset() -> int:
 def default_opset(exporter: str) -> int:
     """The newest opset both ``exporter`` and onnxruntime support (20 and 23 with torch 2.13).
 
-    Newest is as fast as older ones here: on the quarter-width encoder, TorchScript opset 20
-    ran 56 images/s against 55 for opset 17 at 224x224 (18.5 vs 19.5 at 336x496: within
-    noise, ``benchmarks/bench_inference.py --variants``), and dynamo opsets 18 and 23 were
-    within noise of each other (15.3 vs 15.0 ms at 224x224 before the rewrites).
+    Newest is as fast as older ones here: on the quarter-width encoder the opsets measured
+    ran within noise of each other, for both exporters (``benchmarks/bench_inference.py
+    --variants``; docs/experiments.md).
     """
     return min(exporter_max_opset(exporter), onnxruntime_max_opset())
 

@@ -3,9 +3,9 @@
 Each rewrite computes the same function as :meth:`training.model.WNet.encode_aligned` (up to
 float rounding; ``wnet export`` checks the result against the original network). They exist
 because profiling onnxruntime's CPU session on the plain export (quarter-width encoder,
-336x496, 2 threads) showed where its time went:
+336x496, 2 threads; the figures are in docs/experiments.md) showed where its time went:
 
-* ``Softmax`` over the channel axis took 58% of the run: onnxruntime transposes the tensor
+* ``Softmax`` over the channel axis took over half of the run: onnxruntime transposes the tensor
   so that the softmax axis is last, and back. :class:`ExportableEncoder` writes the softmax
   as max / subtract / exp / sum / divide over axis 1, which stays in NCHW.
 * Every ``BatchNormalization`` (the paper puts it *after* the ReLU, so it cannot fold into
@@ -17,13 +17,12 @@ because profiling onnxruntime's CPU session on the plain export (quarter-width e
   contribution differs between the four output phases, which a per-channel bias cannot
   express) would not be exact and are not done.
 
-In ``benchmarks/bench_inference.py --variants`` (batch 1, 224x224 / 336x496 images/s, one
-run): the plain export 39 / 12.5, with the softmax rewrite only 49 / 18.3, with the
-BatchNorm folds as well 56 / 18.5.
+Both rewrites made the session faster in ``benchmarks/bench_inference.py --variants``, the
+softmax rewrite most.
 
 Tried and dropped: writing the 2x2 transposed convolution as a 1x1 convolution to
 ``4 * out`` channels plus ``DepthToSpace`` (which would let its BatchNorm fold too) made the
-session slower: onnxruntime's ``DepthToSpace`` took 8 ms of a 40 ms run at 336x496.
+session slower: onnxruntime's ``DepthToSpace`` alone cost a fifth of the run.
 """
 
 from __future__ import annotations

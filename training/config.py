@@ -129,8 +129,8 @@ class TrainConfig:
             ``model.boundary_head``. With it, ``ncut_weight`` and ``recon_weight`` may both be 0
             (boundary-only fine-tuning). Like the other two, it scales the learning rate.
         boundaries_from: the teacher: the hierarchy recipe whose ucm gives the boundary targets
-            (:func:`training.teacher.hierarchy_ucm2`; ``"default"`` or ``"fast"``); ``""``: no
-            boundary training.
+            (:func:`training.teacher.hierarchy_ucm2`): a named recipe (``"default"``,
+            ``"fast"``, ``"network"``) or a recipe file; ``""``: no boundary training.
         teacher_mirror: average the teacher's ucm with that of the left-right mirrored image
             (mirrored back), which halves the teacher's left-right asymmetries.
         teacher_model: the exported model (.onnx) that a teacher recipe's network cues read
@@ -288,10 +288,9 @@ PRESETS: dict[str, TrainConfig] = {
         sample_every=1000,
     ),
     # Quarter width at 128 x 128: trainable on a CPU in hours rather than weeks. Adam at 1e-3
-    # rather than SGD: in 150-step runs on 191 photos (benchmarks/bench_train_step.py
-    # --compare-optimizers), Adam lowered the soft N-cut from 18.93 to 17.33 (mean of the last
-    # 37 steps) against SGD's (0.003, momentum 0.9) 17.87; SGD lowered the reconstruction loss
-    # faster (0.13 against 0.23). N-cut is the segmentation objective, hence Adam.
+    # rather than SGD: in short runs (benchmarks/bench_train_step.py --compare-optimizers;
+    # docs/experiments.md) Adam lowered the soft N-cut faster and SGD the reconstruction loss.
+    # N-cut is the segmentation objective, hence Adam.
     "small": TrainConfig(),
 }
 

@@ -43,8 +43,8 @@ EPSILON = 1e-8
 
 # On CPU, images go through the offset loop in groups whose probabilities and W p together stay
 # under this many bytes, so that the ~70 passes over them hit the last-level cache (32 MiB
-# here) rather than memory: at batch 4, 224 x 224, 2 threads, measured about 1.3x faster than
-# the whole batch at once for K = 20 and K = 64. Other devices take the whole batch at once
+# here) rather than memory: faster than the whole batch at once for K = 20 and K = 64
+# (benchmarks/bench_loss.py; docs/experiments.md). Other devices take the whole batch at once
 # (one kernel launch per offset, not per image).
 _CPU_GROUP_BYTES = 12 * 2**20
 

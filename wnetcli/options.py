@@ -1,9 +1,9 @@
-"""Type checks shared by the options dataclasses (``PostprocessOptions``, ``SegmentOptions``,
-``BatchOptions``, ``EvaluationOptions``).
+"""Type checks shared by the options dataclasses (the recipe's stages and cues, ``SegmentOptions``,
+``Cut``, ``BatchOptions``, ``EvaluationOptions``).
 
 Their ``__post_init__`` check ranges; this module checks that each field holds the type its
 annotation names, first, so that a library caller's ``regions=2.5``, ``level="0.5"`` or
-``wnet_weight=nan`` is an :class:`~wnetcli.errors.InputError` naming the field, not a bare
+``Use(cue, boundary=nan)`` is an :class:`~wnetcli.errors.InputError` naming the field, not a bare
 ``TypeError`` or ``IndexError`` deep in the post-processing, or a silent no-op.
 """
 

@@ -4,12 +4,11 @@ Shared by ``wnet segment`` (:mod:`wnetcli.segmentation.runtime`), the export's o
 verification and ``benchmarks/bench_inference.py``, so that all three measure and run the
 same configuration.
 
-Measured with ``benchmarks/bench_inference.py --variants`` (quarter-width encoder, batch 1,
-2 threads, sessions interleaved in one process; images/s at 224x224 and 336x496): these
-defaults 56 and 18.5; ``ORT_ENABLE_EXTENDED`` instead of ``ORT_ENABLE_ALL`` (no NCHWc
-blocked layout, fewer conv fusions) 24 and 9.6; intra-op spinning on (onnxruntime's default)
-27 and 11.9, because on a shared 2-core machine a spinning thread takes the core its sibling
-needs; IO binding (``run_with_iobinding``) 57 and 17.8, no gain (the input copy is negligible).
+The defaults were chosen with ``benchmarks/bench_inference.py --variants`` (figures in
+docs/experiments.md): all graph optimisations (``ORT_ENABLE_EXTENDED`` lacks the NCHWc blocked
+layout and some conv fusions, and ran much slower), intra-op spinning off (onnxruntime's
+default is on; on a shared 2-core machine a spinning thread takes the core its sibling needs),
+and no IO binding (``run_with_iobinding`` gained nothing: the input copy is negligible).
 """
 
 from __future__ import annotations

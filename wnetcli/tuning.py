@@ -2,18 +2,17 @@
 
 BLAS threads: the post-processing's few BLAS calls (the k-means of the textons, inside
 ``scipy.cluster.vq``) are small, and OpenBLAS's threads, once woken, spin while they wait for
-more work. Measured here on BSDS images: 430 ms of CPU per image for 306 ms of wall time
-(fast mode: 260 for 146) with OpenBLAS's default threads, 309 (141) with one, the wall time
-unchanged; beside a second post-processing worker the spinning took the core that worker
-needed. :func:`single_threaded_blas` limits them.
+more work: CPU time with no gain in wall time, and beside a second post-processing worker the
+spinning took the core that worker needed (docs/experiments.md). :func:`single_threaded_blas`
+limits them.
 
 malloc:
 glibc's malloc serves every block above ``M_MMAP_THRESHOLD`` (dynamic, capped at 32 MB)
 with its own ``mmap`` and gives it back with ``munmap`` on free, so a training step or an
 inference that allocates the same large activation buffers every iteration page-faults
 them in again each time. Raising the mmap and trim thresholds keeps freed buffers in the
-heap for reuse: measured here, 1.6x faster full-width W-Net training steps and 2x faster
-inference on CPU.
+heap for reuse: faster training steps and inference on CPU (``benchmarks/bench_train_step.py``;
+docs/experiments.md).
 """
 
 from __future__ import annotations

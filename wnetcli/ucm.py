@@ -20,8 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# scipy.ndimage is imported where it is used: it takes ~0.35 s to import, and the main process
-# of a folder run (decoding and the network) never needs it.
+# scipy.ndimage is imported where it is used: it is slow to import (docs/experiments.md, start-up),
+# and the main process of a folder run (decoding and the network) never needs it.
 
 __all__ = [
     "check_ucm2",

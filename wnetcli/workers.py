@@ -4,19 +4,17 @@
 (``kill -9``, or SIGTERM, whose default action skips all clean-up) cannot stop them, and they
 cannot notice by themselves: each holds both ends of its task queue's pipe, so it waits on it
 forever. Under the ``forkserver`` start method their parent is the fork server, which lives as
-long as any of them does, so ``PR_SET_PDEATHSIG`` does not help either. Measured before
-:func:`exit_with`: every killed ``wnet segment`` left the server and its two workers behind for
-good (about 80 MB each), and every killed ``wnet evaluate`` its workers.
+long as any of them does, so ``PR_SET_PDEATHSIG`` does not help either: without
+:func:`exit_with` a killed run leaves its fork server and workers behind for good.
 
 Ctrl-C is the run's to handle, not the workers'. A terminal sends SIGINT to the whole process
 group, and ``timeout -s INT`` sends it to the command and then to its group, so the run gets it
-twice. Measured with ``timeout -s INT``: 4 of 12 interrupted ``wnet segment`` runs and 5 of 13
-``wnet evaluate`` runs hung for good, the run waiting at exit for workers idle on their task
-queue. Two changes ended it (no hang in 20 and 8 tries since): :func:`serve_run` makes the
+twice; a run could then hang at exit, waiting for workers idle on their task queue (the
+measured history is in CHANGELOG.md and docs/experiments.md). :func:`serve_run` makes the
 workers ignore SIGINT, so no task is broken off half-way, and the pool's shutdown runs under
-:func:`deferred_interrupts`, so a second SIGINT no longer cuts short the wait for the pool's
-manager thread, which had then not yet sent the workers their stop messages when the
-interpreter's exit closed the queue.
+:func:`deferred_interrupts`, so a second SIGINT does not cut short the wait for the pool's
+manager thread, which would otherwise not yet have sent the workers their stop messages when
+the interpreter's exit closed the queue.
 
 A second stop signal must not interrupt the clean-up that the first started, wherever it lands:
 a :class:`KeyboardInterrupt` raised in the ``finally`` of :meth:`threading.Condition.wait`

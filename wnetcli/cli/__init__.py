@@ -28,7 +28,7 @@ from wnetcli.errors import WNetError
 # to ~18 characters at 80 columns so that a long word such as "BSR/BSDS500/data/..." was cut
 # with an ellipsis, and docstrings kept their hard line breaks. The plain formatter shows no
 # value for a flag, wraps help texts at the terminal's width (at most 80 columns) and reflows
-# docstring paragraphs. tests/test_cli_help.py checks this at 80 columns.
+# docstring paragraphs. tests/cli/test_help.py checks this at 80 columns.
 app = typer.Typer(
     name="wnet",
     help="Fully unsupervised image segmentation with W-Net: train, export, segment, evaluate, compare.",

@@ -103,7 +103,7 @@ def thin(bmap: np.ndarray) -> np.ndarray:
     """
     bmap = np.asarray(bmap, dtype=bool)
     if np.count_nonzero(bmap) > _DENSE_FRACTION * bmap.size:
-        # Whole-image passes win on dense maps (measured: 27 ms sparse vs 19 ms for a 30% map).
+        # Whole-image passes win on dense maps (docs/experiments.md, evaluation speed).
         from skimage.morphology import thin as dense_thin
 
         return dense_thin(bmap)
@@ -234,9 +234,9 @@ def _matching(
     has the exact maximum cardinality, and, like the official minimum-cost assignment, it uses the
     machine pixels that lie closest to the human boundary. That matters for precision: a machine
     pixel counts as matched when *any* annotator's matching uses it, and an arbitrary maximum
-    matching spreads over more machine pixels (measured on the official self-test against its
-    five printed runs: up to +2.4e-3 in ODS precision with plain maximum matching, +8e-4 with
-    this one).
+    matching spreads over more machine pixels (on the official self-test plain maximum
+    matching put ODS precision about three times further from the printed runs than this one:
+    docs/benchmark.md).
 
     Parameters
     ----------
@@ -309,7 +309,7 @@ class Matching:
     pairs, pairs nearest first, and skips the augmenting step when that bound is reached
     (which is then a proof of maximality). The result is a maximum matching either way; only
     the choice among maximum matchings, and so ``cnt_p``, can differ slightly from a cold start
-    (at most 6e-4 of the machine pixels on BSDS val ucm2 maps).
+    (a small fraction of the machine pixels: docs/benchmark.md).
 
     Attributes
     ----------

@@ -31,8 +31,9 @@ from wnetcli.errors import InputError
 from wnetcli.options import check_field_types
 from wnetcli.segmentation.grids import block_mean, upsample_linear
 
-# scipy.ndimage and scipy.sparse are imported where they are used: they take ~0.4 s to import,
-# and the main process of a folder run (decoding and the network) never needs them.
+# scipy.ndimage and scipy.sparse are imported where they are used: they are slow to import
+# (docs/experiments.md, start-up), and the main process of a folder run (decoding and the
+# network) never needs them.
 if TYPE_CHECKING:
     from scipy import sparse
 
@@ -203,7 +204,8 @@ def dense_crf(rgb: np.ndarray, probs: np.ndarray, options: CRFOptions | None = N
         q = _softmax(unary + _message(q, appearance, (k, h, w), sigma, options), axis=1)
     # Last message from the final low-res marginals, applied to the full-resolution unary:
     # softmax(log p + m) = p exp(m) / sum_k p exp(m), which needs no log of the (K, H, W)
-    # probabilities and no per-pixel maximum (about 15% of the CRF's time). Subtracting each
+    # probabilities and no per-pixel maximum (a measurable part of the CRF's time:
+    # docs/experiments.md, the CRF's last update). Subtracting each
     # cell's largest message changes every class of a pixel by the same amount after the
     # (convex) bilinear upsampling, so the softmax is unchanged and exp(m) <= 1 cannot
     # overflow; the floor keeps it from underflowing to 0 for every class with absurdly

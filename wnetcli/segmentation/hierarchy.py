@@ -31,8 +31,8 @@ from wnetcli.errors import InputError
 from wnetcli.options import check_field_types
 from wnetcli.ucm import edges_to_ucm2
 
-# scipy.ndimage is imported where it is used: it takes ~0.35 s to import, and the main process
-# of a folder run (decoding and the network) never needs it.
+# scipy.ndimage is imported where it is used: it is slow to import (docs/experiments.md, start-up),
+# and the main process of a folder run (decoding and the network) never needs it.
 
 __all__ = [
     "Hierarchy",
@@ -77,7 +77,7 @@ class PixelDescriptors:
 
     - ``("dense", w, values)``: (C, H, W) float values (a soft segmentation, say);
     - ``("soft_bins", w, (lower, upper_weight, n_bins))``: triangular soft histogram bins in
-      the form of :func:`wnetcli.segmentation.boundaries.soft_bin_positions`;
+      the form of :func:`wnetcli.segmentation.cues.histograms.soft_bin_positions`;
     - ``("labels", w, (labels, n_labels))``: (H, W) ints in [0, n_labels), one-hot.
 
     Summing the sparse forms with ``bincount`` costs a few passes over the pixels, where the
@@ -408,7 +408,8 @@ def build_hierarchy(
     Parameters
     ----------
     strength : (H, W) float ndarray in [0, 1]
-        Boundary map (:func:`wnetcli.segmentation.boundaries.boundary_strength`).
+        Boundary map (the weighted mean of a recipe's cue maps,
+        :func:`wnetcli.segmentation.postprocess.boundary_maps`).
     superpixels : SuperpixelOptions
         How the superpixels are made (lengths in pixels of ``strength``).
     merge : MergeOptions

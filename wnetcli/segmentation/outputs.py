@@ -145,7 +145,7 @@ def overlay_boundaries(rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
         from scipy import ndimage
 
         # A maximum filter over a square is a binary dilation by that square; scipy runs it as
-        # separable 1-D passes, 4x faster than binary_dilation on a 12-megapixel mask.
+        # separable 1-D passes, faster than binary_dilation on large masks (docs/experiments.md).
         mask = ndimage.maximum_filter(mask, size=width)
     out = rgb.copy()
     out[mask] = _BOUNDARY_RGB
@@ -164,8 +164,8 @@ def colorize(labels: np.ndarray) -> np.ndarray:
     return palette[labels]
 
 
-# zlib level 1 rather than Pillow's 6: for a BSDS ucm (16-bit, 643 x 963) 16 against 26 ms
-# per write, for 47 against 34 KB; a batch tool writes several PNGs per image.
+# zlib level 1 rather than Pillow's 6: a batch tool writes several PNGs per image, and level 1
+# writes a 16-bit ucm markedly faster for a somewhat larger file (docs/experiments.md).
 _PNG_COMPRESS_LEVEL = 1
 
 

@@ -140,10 +140,10 @@ def folder_options(options: SegmentOptions) -> SegmentOptions:
     On the CPU (``device="cpu"``, or ``"auto"`` without a CUDA driver) a folder run keeps
     :data:`AUTO_STREAMS` inference calls going at once (at most one per core), and unless
     ``threads`` is given each gets ``cores // streams`` threads: on the 2-core development
-    machine two single-threaded calls at once gave 78-97 ms per 320x480 image where one
-    two-threaded call gave 112-145 (three runs, the shipped model): the network's small convolutions
-    keep the two threads of one call waiting on each other, where two calls each use a core
-    fully. With CUDA: one call at a time (the GPU runs one anyway), threads unchanged.
+    machine two single-threaded calls at once were faster per image than one two-threaded call
+    (docs/experiments.md): the network's small convolutions keep the two threads of one call
+    waiting on each other, where two calls each use a core fully. With CUDA: one call at a
+    time (the GPU runs one anyway), threads unchanged.
     """
     from wnetcli.segmentation.runtime import cuda_driver_present
 

@@ -109,7 +109,7 @@ def _finish(finisher: Finisher, job: Job, rgb: np.ndarray, maps: NetworkMaps | N
 # --- the post-processing worker processes ---
 # Processes, not threads: the post-processing is NumPy / SciPy / scikit-image code that holds
 # the GIL much of the time; one post-processing thread beside the inference was slower than
-# no overlap at all (0.52 against 0.44 s per BSDS image, 8 images, one run on 2 shared cores).
+# no overlap at all (docs/experiments.md).
 
 _worker_finisher: Finisher | None = None
 
@@ -148,7 +148,8 @@ def _worker_context():
 
 
 def start_worker_server() -> None:
-    """Start the fork server now, so that its imports (about 0.6 s) run while this process
+    """Start the fork server now, so that its imports (a large part of a short run's start-up,
+    docs/experiments.md) run while this process
     loads the model and decodes, rather than after the first inference. Without forkserver
     (spawn) there is no server and nothing to do; a server already running is kept.
 
@@ -182,9 +183,8 @@ def resolve_workers(requested: int | None, jobs: int) -> int:
     """The post-processing processes of a run of ``jobs`` images: ``requested``, or by default
     one per CPU core up to :data:`MAX_AUTO_WORKERS`; never more than the images (a resumed run
     with little left starts few processes). By default a single image gets none: there is
-    nothing to overlap it with, and starting a worker took longer than it saves (one BSDS image,
-    whole command: 1.52 s with no worker against 2.65 s with one, benchmarks/bench_startup.py,
-    before the fork server started early)."""
+    nothing to overlap it with, and starting a worker took longer than it saves
+    (``benchmarks/bench_startup.py``; docs/experiments.md)."""
     if requested is None:
         requested = min(os.cpu_count() or 1, MAX_AUTO_WORKERS) if jobs > 1 else 0
     return min(requested, jobs)

@@ -10,8 +10,8 @@ import numpy as np
 from wnetcli.errors import InputError
 from wnetcli.segmentation.cues.base import Cue, ImageContext
 
-# scipy.ndimage is imported where it is used: it takes ~0.35 s to import, and the main process
-# of a folder run (decoding and the network) never needs it.
+# scipy.ndimage is imported where it is used: it is slow to import (docs/experiments.md, start-up),
+# and the main process of a folder run (decoding and the network) never needs it.
 
 __all__ = ["LabGradient", "colour_gradient", "gradient", "rgb_to_lab"]
 
@@ -22,8 +22,8 @@ class LabGradient(Cue):
 
     Attributes:
         sigmas: Gaussian scales (image pixels) of the gradients, averaged.
-        contrast: CIELAB contrast (Delta E) of a step edge that maps to ``1 - 1/e`` (about
-            0.63): the cue is ``1 - exp(-contrast / this)``.
+        contrast: the CIELAB contrast (Delta E) of a step edge that maps to ``1 - 1/e``
+            (about 0.63): the cue is ``1 - exp(-g / contrast)`` for a gradient ``g`` in Delta E.
     """
 
     name = "lab_gradient"

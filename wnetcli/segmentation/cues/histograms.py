@@ -106,7 +106,7 @@ def soft_bin_positions(values: np.ndarray, n_bins: int, low: float, high: float)
 def lab_histograms(lab: np.ndarray, n_bins: int, grid: int = 1) -> np.ndarray:
     """Soft histograms of L, a and b per pixel, or their means over ``grid x grid`` blocks.
 
-    ``grid > 1`` gives :func:`wnetcli.segmentation.crf.block_mean` of the per-pixel
+    ``grid > 1`` gives :func:`wnetcli.segmentation.grids.block_mean` of the per-pixel
     histograms (edge-padded blocks) without making the full-size array: the block's pixels
     are binned one offset at a time.
 

@@ -153,10 +153,10 @@ def _nearest_centre(points: np.ndarray, centres: np.ndarray, chunk: int = 4096) 
     (C- or Fortran-ordered).
 
     ``|p - c|^2 = |p|^2 - 2 p.c + |c|^2`` and ``|p|^2`` does not change the argmin, so the
-    distances are one matrix product (BLAS), in chunks of rows that stay in cache: about 5x
-    faster here than ``scipy.cluster.vq.vq``, which loops over pairs. The same nearest centre
-    except where two centres are within rounding of each other (none differed on 10 BSDS
-    val images' texton maps).
+    distances are one matrix product (BLAS), in chunks of rows that stay in cache: faster than
+    ``scipy.cluster.vq.vq``, which loops over pairs (``benchmarks/bench_helpers.py``;
+    docs/experiments.md). The same nearest centre except where two centres are within rounding
+    of each other.
     """
     weights = -2.0 * centres.T
     offsets = (centres * centres).sum(axis=1)
@@ -187,7 +187,7 @@ def _kmeans_plus_plus(points: np.ndarray, k: int, rng: np.random.Generator) -> n
     Each new centre is a point drawn with probability proportional to its squared distance to
     the nearest centre so far. The running nearest distance makes this O(k n D); scipy's
     ``kmeans2(minit="++")`` recomputes the distances to every chosen centre at each step,
-    O(k^2 n D), which was half the texton time here. The distances to a new centre are
+    O(k^2 n D), a large part of the texton time (docs/experiments.md). The distances to a new centre are
     ``|p|^2 - 2 p.c + |c|^2`` (one matrix-vector product), clipped at 0 against rounding.
     """
     squared = np.einsum("ij,ij->i", points, points)
