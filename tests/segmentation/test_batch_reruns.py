@@ -140,3 +140,27 @@ def test_the_last_shard_to_finish_merges_the_shard_summaries(tmp_path, images, m
         image: ("skipped" if row["status"] == "ok" and image in {r.image for r in again.records} else row["status"])
         for image, row in merged.items()
     }
+
+
+def test_saving_the_boundary_map_runs_a_boundary_model_and_writes_it(tmp_path, images):
+    torch = pytest.importorskip("torch", reason="exporting a two-output model needs the train extra")
+    from export.onnx_export import ExportOptions, export_onnx
+    from training.checkpoint import save_checkpoint
+    from training.config import ModelConfig
+    from training.model import WNet
+
+    torch.manual_seed(0)
+    network = WNet(ModelConfig(k=4, base_width=4, depth=2, boundary_head=True))
+    checkpoint = save_checkpoint(tmp_path / "b.pt", network, step=1)
+    model = export_onnx(checkpoint, tmp_path / "b.onnx", options=ExportOptions(verify_sizes=((8, 8),))).path
+    out = tmp_path / "out"
+    report = segment_folder([images], model, BatchOptions(out_dir=out, save=("boundaries",), workers=0), CPU)
+    assert report.network_run and report.count("ok") == 3
+    boundary = np.asarray(Image.open(out / "a.boundaries.png"))
+    assert boundary.shape == (24, 24) and boundary.dtype == np.uint8
+    # A model without the boundary output is refused before any work.
+    plain = build_prototype_model(tmp_path / "plain.onnx")
+    from wnetcli.errors import ModelError
+
+    with pytest.raises(ModelError, match="does not output"):
+        segment_folder([images], plain, BatchOptions(out_dir=tmp_path / "o2", save=("boundaries",)), CPU)

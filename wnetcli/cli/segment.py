@@ -45,7 +45,9 @@ def segment(
     recipe: str | None = recipe_option(),
     fast: bool = fast_option(),
     save: list[str] = typer.Option(
-        [], "--save", help="Extra outputs, repeatable or comma-separated: overlay, color, ucm, probs."
+        [], "--save",
+        help="Extra outputs, repeatable or comma-separated: overlay, color, ucm, probs, boundaries (the last "
+        "two run the network; boundaries needs a model trained with them).",
     ),
     ucm_format: str = typer.Option(
         "png", "--ucm-format", help="ucm file format: png (16-bit) or npy (float32)."
@@ -110,6 +112,7 @@ def segment(
         recipe=resolve_recipe(recipe, fast),
         cut=Cut(regions=regions, level=level),
         soft_maps="probs" in batch_options.save,
+        boundary_map="boundaries" in batch_options.save,
         device=device,
         threads=threads,
         streams=streams,

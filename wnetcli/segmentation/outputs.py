@@ -10,6 +10,7 @@ overlay    ``<stem>.overlay.png``           the image with region boundaries dra
 color      ``<stem>.color.png``             each region in its own colour
 ucm        ``<stem>.ucm.png`` / ``.ucm.npy`` ucm2 (2H+1, 2W+1): 16-bit PNG (value / 65535) or float32
 probs      ``<stem>.probs.npy``             (K, H, W) float32 soft segmentation
+boundaries ``<stem>.boundaries.png``        the network's boundary map, 8-bit grey (255: strength 1)
 ========== ================================ =====================================================
 
 :func:`read_ucm` reads either ucm encoding back (``wnet evaluate --results`` uses it). Every
@@ -30,7 +31,7 @@ from wnetcli.atomic import atomic_path
 from wnetcli.errors import InputError
 
 #: Optional outputs selectable with ``--save``.
-EXTRA_KINDS = ("overlay", "color", "ucm", "probs")
+EXTRA_KINDS = ("overlay", "color", "ucm", "probs", "boundaries")
 UCM_FORMATS = ("png", "npy")
 _UCM_SCALE = 65535.0
 _BOUNDARY_RGB = np.array([255, 0, 0], dtype=np.uint8)
@@ -61,6 +62,7 @@ def output_paths(
         "color": f"{stem}.color.png",
         "ucm": f"{stem}.ucm.{ucm_format}",
         "probs": f"{stem}.probs.npy",
+        "boundaries": f"{stem}.boundaries.png",
     }
     paths = {"labels": base / names["labels"]}
     for kind in save:
@@ -210,6 +212,7 @@ def write_outputs(paths: dict[str, Path], rgb: np.ndarray, result) -> None:
             else _write_png(p, ucm_to_uint16(result.ucm2))
         ),
         "probs": lambda p: _write_npy(p, result.probs.astype(np.float32)),
+        "boundaries": lambda p: _write_png(p, np.round(np.clip(result.boundaries, 0, 1) * 255).astype(np.uint8)),
     }
     # The label map last: its presence is what marks an image as done for a resumed run.
     for kind in sorted(paths, key=lambda k: k == "labels"):

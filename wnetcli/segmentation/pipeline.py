@@ -53,6 +53,8 @@ class SegmentOptions:
             reads a named one or a file). The network runs if and only if its cues read the
             network's outputs, or ``soft_maps`` asks for them.
         cut: which partition of the hierarchy is output (:class:`.levels.Cut`).
+        boundary_map: also return the network's boundary map (:attr:`SegmentationResult.boundaries`;
+            a model trained with boundaries), which makes it run.
         soft_maps: also return the network's soft maps (:attr:`SegmentationResult.probs`),
             which makes it run.
         device: ``"auto"`` (CUDA when it really works, else CPU), ``"cpu"`` or ``"cuda"``.
@@ -72,6 +74,7 @@ class SegmentOptions:
     recipe: Recipe = RECIPES["default"]
     cut: Cut = Cut()
     soft_maps: bool = False
+    boundary_map: bool = False
     device: str = "auto"
     threads: int | None = None
     streams: int | None = None
@@ -99,11 +102,13 @@ class SegmentOptions:
     @property
     def runs_network(self) -> bool:
         """Whether segmenting runs the network: a cue of the recipe reads it, or soft maps are asked for."""
-        return self.recipe.reads_network or self.soft_maps
+        return self.recipe.reads_network or self.soft_maps or self.boundary_map
 
     def network_outputs(self) -> frozenset[str]:
-        """The model outputs each image needs: what the recipe reads, plus ``"probs"`` for ``soft_maps``."""
-        return self.recipe.network_outputs() | ({"probs"} if self.soft_maps else set())
+        """The model outputs each image needs: what the recipe reads, plus ``"probs"`` for
+        ``soft_maps`` and ``"boundaries"`` for ``boundary_map``."""
+        asked = ({"probs"} if self.soft_maps else set()) | ({"boundaries"} if self.boundary_map else set())
+        return self.recipe.network_outputs() | asked
 
 
 @dataclass
@@ -117,6 +122,8 @@ class SegmentationResult:
             on the level scale (:class:`.levels.LevelScale`).
         probs: (K, H, W) float32, the network's soft segmentation (sums to 1 over K), when
             :attr:`SegmentOptions.soft_maps` asked for it, else None.
+        boundaries: (H, W) float32 in [0, 1], the network's boundary map, when
+            :attr:`SegmentOptions.boundary_map` asked for it, else None.
         timings: seconds per stage: ``"inference"`` plus the post-processing's ``"crf"``,
             ``"boundaries"``, ``"hierarchy"``.
         note: ``""``, or why ``labels`` does not have the number of regions asked for.
@@ -125,6 +132,7 @@ class SegmentationResult:
     labels: np.ndarray
     ucm2: np.ndarray
     probs: np.ndarray | None = None
+    boundaries: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
     note: str = ""
 
@@ -220,7 +228,7 @@ class Finisher:
             small,
             NetworkMaps(
                 resize_maps(soft_maps, small.shape[:2]) if "probs" in recipe_reads else None,
-                resize_maps(boundaries[None], small.shape[:2])[0] if boundaries is not None else None,
+                resize_maps(boundaries[None], small.shape[:2])[0] if "boundaries" in recipe_reads else None,
             ),
             options.recipe,
             options.cut,
@@ -232,6 +240,7 @@ class Finisher:
             labels=labels,
             ucm2=ucm2,
             probs=resize_maps(soft_maps, size) if options.soft_maps else None,
+            boundaries=resize_maps(boundaries[None], size)[0] if options.boundary_map else None,
             timings={"inference": inference_seconds, **post.timings},
             note=post.note,
         )
@@ -297,7 +306,8 @@ class Segmenter:
             missing = self.options.network_outputs() - set(self.model.outputs)
             if missing:
                 raise ModelError(
-                    f"recipe {self.options.recipe.name!r} reads the network's {', '.join(sorted(missing))}, which "
+                    f"recipe {self.options.recipe.name!r} (or an output asked for) reads the network's "
+                    f"{', '.join(sorted(missing))}, which "
                     f"{self.model_path} does not output (a model trained with `wnet train --boundaries-from` does)"
                 )
         elif self.model_given:

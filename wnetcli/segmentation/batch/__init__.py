@@ -88,8 +88,11 @@ def segment_folder(
         inputs = [inputs]
     plan = plan_batch(inputs, options)
     segment_options = segment_options or SegmentOptions()
-    if "probs" in options.save and not segment_options.soft_maps:  # an output that makes the network run
+    # Outputs that make the network run.
+    if "probs" in options.save and not segment_options.soft_maps:
         segment_options = replace(segment_options, soft_maps=True)
+    if "boundaries" in options.save and not segment_options.boundary_map:
+        segment_options = replace(segment_options, boundary_map=True)
     if resolve_workers(options.workers, len(plan.jobs)):
         # Inference overlaps the post-processing: several calls at once, and the workers' fork
         # server starting now, while the model loads.

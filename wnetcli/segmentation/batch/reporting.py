@@ -216,7 +216,7 @@ def record_run(segmenter: Segmenter, options: BatchOptions) -> str:
 
     settings = run_settings(segmenter)
     identity = settings_id(settings)
-    runtime = ("device", "threads", "streams", "batch_size", "spinning", "soft_maps")
+    runtime = ("device", "threads", "streams", "batch_size", "spinning", "soft_maps", "boundary_map")
     entry = {
         "settings": identity,
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
