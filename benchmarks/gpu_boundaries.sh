@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One prepared GPU run for issue 22 (15 minutes of device time in all): a half-width W-Net with a
-# boundary head trained from scratch (wnetcli/models/gpu-boundaries.toml) on BSDS500 train and
+# boundary head trained from scratch (wnetcli/models/boundaries-train.toml) on BSDS500 train and
 # the photos, its schedule fitted to WNET_GPU_TRAIN seconds (default 330) from a 40-step probe,
 # stopped with SIGINT at that budget if the fit was optimistic (the trainer saves at the step
 # boundary), then exported with both outputs (probs, boundaries).
@@ -17,7 +17,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python3}
 out=${OUT:-runs/gpu-out}
 budget=${WNET_GPU_TRAIN:-330}
-config=${WNET_GPU_CONFIG:-wnetcli/models/gpu-boundaries.toml}
+config=${WNET_GPU_CONFIG:-wnetcli/models/boundaries-train.toml}
 device=${WNET_GPU_DEVICE:-cuda}
 data=(--data .gpu/data/train --data .gpu/data/photos)
 common=(--config "$config" --boundaries-from default --teacher-cache .gpu/teacher --device "$device")

@@ -35,6 +35,11 @@ ROWS = [
         ["--recipe", "network"],
         "default",
     ),
+    (
+        "wnet --recipe boundaries (the default plus the shipped boundaries model's learned boundaries)",
+        ["--recipe", "boundaries"],
+        "default",
+    ),
     ("Felzenszwalb-Huttenlocher (scikit-image)", ["--method", "felzenszwalb"], None),
     ("SLIC (scikit-image)", ["--method", "slic"], None),
     ("Quickshift (scikit-image)", ["--method", "quickshift"], None),

@@ -248,10 +248,8 @@ def main() -> None:
             parser.error(f"variant {text!r}: {exc}")
     images = find_split(args.bsds, args.split)[:: args.stride][: args.limit]
     model = args.model
-    if model is None and any(recipe.reads_network for *_, recipe in variants):
-        from wnetcli.segmentation import DEFAULT_MODEL
-
-        model = DEFAULT_MODEL
+    if model is None:
+        model = next((recipe.network.shipped_model for *_, recipe in variants if recipe.reads_network), None)
     sizes = tuple(int(size) for size in args.sizes.split(",") if size)
     maps_dirs: dict[bool, Path] = {}  # by network.mirror: each computed once, shared by the variants
     options = EvaluationOptions(thresholds=args.thresholds, jobs=args.jobs, boundary=not args.no_boundary)

@@ -159,12 +159,11 @@ def target_folder(
     default that changes with wnet or another model gets a folder of its own.
     """
     from wnetcli.model_info import file_sha256
-    from wnetcli.segmentation.pipeline import DEFAULT_MODEL
     from wnetcli.segmentation.recipe import recipe_to_dict
 
     teacher = recipe_to_dict(recipe)
     if recipe.reads_network:
-        teacher["model_sha256"] = file_sha256(model or DEFAULT_MODEL)
+        teacher["model_sha256"] = file_sha256(model or recipe.network.shipped_model)
     settings = json.dumps(teacher, sort_keys=True, default=str)
     digest = hashlib.sha256(settings.encode("utf-8")).hexdigest()[:12]
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", recipe.name)

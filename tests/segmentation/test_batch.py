@@ -477,9 +477,9 @@ def test_cli_missing_input_and_missing_default_model(tmp_path, model_path, monke
     result = runner.invoke(app, ["segment", "nowhere", "--out", "out", "--model", str(model_path)])
     assert result.exit_code == 1 and "input not found: nowhere" in result.output
     assert result.output.count("\n") == 1, repr(result.output)
-    from wnetcli.segmentation import pipeline
+    from wnetcli.segmentation import recipe
 
-    monkeypatch.setattr(pipeline, "DEFAULT_MODEL", tmp_path / "missing.onnx")  # a broken installation
+    monkeypatch.setattr(recipe, "MODELS_FOLDER", tmp_path)  # a broken installation
     _save(tmp_path / "one.png", squares_image(8))
     result = runner.invoke(app, ["segment", "one.png", "--out", "out"])
     assert result.exit_code == 1 and "--model FILE.onnx" in result.output

@@ -24,9 +24,9 @@ def model_path(tmp_path_factory):
 
 
 def test_default_model_absent_says_how_to_get_one(tmp_path, monkeypatch):
-    from wnetcli.segmentation import pipeline
+    from wnetcli.segmentation import recipe
 
-    monkeypatch.setattr(pipeline, "DEFAULT_MODEL", tmp_path / "missing.onnx")
+    monkeypatch.setattr(recipe, "MODELS_FOLDER", tmp_path)
     with pytest.raises(ModelError, match="--model FILE.onnx") as info:
         Segmenter(None, SegmentOptions(device="cpu"))
     assert "wnet export" in str(info.value)
@@ -42,6 +42,33 @@ def test_the_shipped_default_model_loads_and_describes_itself():
     assert "bsds500/images/train" in seg.info.training_data and "val" not in seg.info.training_data
     result = seg.segment(squares_image(48))
     assert result.labels.shape == (48, 48) and result.regions >= 1
+
+
+def test_the_boundaries_recipe_runs_the_shipped_boundaries_model_and_reads_its_map():
+    from wnetcli.segmentation.recipe import MODELS_FOLDER
+
+    shipped = MODELS_FOLDER / "boundaries.onnx"
+    assert shipped.stat().st_size <= 10 * 2**20
+    seg = Segmenter(None, SegmentOptions(device="cpu", threads=1, recipe=RECIPES["boundaries"], boundary_map=True))
+    assert seg.model_path == shipped and seg.runs_network
+    assert seg.model.outputs == ("probs", "boundaries") and seg.info.model_config["boundary_head"] is True
+    assert "bsds500" in seg.info.training_data.lower() and "val" not in seg.info.training_data
+    rgb = squares_image(64)
+    result = seg.segment(rgb)
+    assert result.boundaries.shape == (64, 64) and 0 <= result.boundaries.min() <= result.boundaries.max() <= 1
+    # The squares' borders (rows and columns 31/32) are where the learned map is strongest.
+    on_border = np.r_[result.boundaries[30:34, 4:60].ravel(), result.boundaries[4:60, 30:34].ravel()].mean()
+    inside = np.r_[result.boundaries[8:24, 8:24].ravel(), result.boundaries[40:56, 40:56].ravel()].mean()
+    assert on_border > inside + 0.1, (on_border, inside)
+
+
+def test_a_recipe_names_the_shipped_model_it_runs_and_a_given_model_takes_precedence(model_path):
+    assert RECIPES["default"].network.model == RECIPES["network"].network.model == "default"
+    assert Segmenter(None, SegmentOptions(device="cpu", recipe=RECIPES["network"])).model_path.name == "default.onnx"
+    network_from_file = replace(RECIPES["network"], network=NetworkRun(model="default", mirror=True))
+    assert Segmenter(model_path, SegmentOptions(device="cpu", recipe=network_from_file)).model_path == model_path
+    with pytest.raises(InputError, match="network.model must be one of default, boundaries, got 'mine'"):
+        NetworkRun(model="mine")
 
 
 @pytest.mark.parametrize("height,width", [(1, 1), (3, 7), (16, 16), (20, 31)])

@@ -70,8 +70,8 @@ def recipe_option():
     """The ``--recipe NAME|FILE`` option of segment and evaluate."""
     return typer.Option(
         None, "--recipe",
-        help="Post-processing recipe: default, fast, network (uses the W-Net), or a recipe file (.toml); "
-        "see docs/design.md. Default: default.",
+        help="Post-processing recipe: default, fast, network (the W-Net's edges), boundaries (its learned "
+        "boundaries), or a recipe file (.toml); see docs/design.md. Default: default.",
     )
 
 
@@ -104,7 +104,7 @@ def unused_model_note(model, recipe_name: str) -> str:
     """The one plain line that says a given ``--model`` was not run, and how to run it."""
     return (
         f"note: --model {model} was checked but not run: recipe {recipe_name!r} reads none of the network's "
-        "output; --recipe network (or a recipe file with a network cue) runs it"
+        "output; --recipe network or boundaries (or a recipe file with a network cue) runs it"
     )
 
 

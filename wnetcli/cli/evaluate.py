@@ -58,7 +58,9 @@ def evaluate(
         None, "--method", help="A scikit-image baseline instead of wnet: felzenszwalb, slic, quickshift or watershed."
     ),
     model: Path | None = typer.Option(
-        None, "--model", "-m", help="Exported W-Net model (.onnx), for recipes that read the network."
+        None, "--model", "-m",
+        help="Exported W-Net model (.onnx), for recipes that read the network (default: the shipped model "
+        "the recipe names).",
     ),
     recipe: str | None = recipe_option(),
     fast: bool = fast_option(),

@@ -40,7 +40,7 @@ def segment(
     model: Path | None = typer.Option(
         None, "--model", "-m",
         help="Exported model (.onnx) from `wnet export`, for recipes that read the network (default: the "
-        "shipped model).",
+        "shipped model the recipe names).",
     ),
     recipe: str | None = recipe_option(),
     fast: bool = fast_option(),
@@ -89,7 +89,7 @@ def segment(
         "(the outputs are mapped back to full size). 0: never.",
     ),
 ) -> None:
-    """Segment images into label maps (and optionally overlays, colours, ucm hierarchies, soft maps).
+    """Segment images into label maps (and optionally overlays, colours, ucm hierarchies, soft maps, boundary maps).
 
     Outputs that exist are skipped, so a rerun resumes; the exit code is 1 if any image failed.
     """

@@ -51,13 +51,13 @@ def train(
     ),
     boundaries_from: str | None = typer.Option(
         None, "--boundaries-from",
-        help="Train a boundary head on this teacher recipe's hierarchy (default, fast, network or a recipe "
-        "file); adds the head and --boundary-weight 1 unless the config sets them.",
+        help="Train a boundary head on this teacher recipe's hierarchy (default, fast, network, boundaries "
+        "or a recipe file); adds the head and --boundary-weight 1 unless the config sets them.",
     ),
     teacher_model: Path | None = typer.Option(
         None, "--teacher-model",
         help="Exported model (.onnx) for a teacher recipe that reads the network (a later round of "
-        "self-training); default: the shipped model.",
+        "self-training); default: the shipped model the recipe names.",
     ),
     boundary_weight: float | None = typer.Option(
         None, "--boundary-weight", min=0.0, help="Learning-rate factor of the boundary update (0: none)."

@@ -31,7 +31,7 @@ from wnetcli.segmentation.grids import (
     shrink_factor,
 )
 from wnetcli.segmentation.levels import Cut
-from wnetcli.segmentation.recipe import RECIPES, Recipe
+from wnetcli.segmentation.recipe import MODELS_FOLDER, RECIPES, Recipe
 
 if TYPE_CHECKING:
     from wnetcli.model_info import ModelInfo
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 AUTO_STREAMS = 2
 
 #: The shipped default model (wnetcli/models/README.md is its model card); ``Segmenter(None, ...)`` uses it.
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
+DEFAULT_MODEL = MODELS_FOLDER / "default.onnx"
 
 
 @dataclass(frozen=True)
@@ -268,7 +268,8 @@ class Segmenter:
     Parameters
     ----------
     model_path : Path or None
-        The ``.onnx`` file written by ``wnet export``; ``None`` for the shipped default model.
+        The ``.onnx`` file written by ``wnet export``; ``None`` for the shipped model the
+        recipe names (:attr:`.recipe.NetworkRun.model`, ``default.onnx`` unless it says otherwise).
     options : SegmentOptions
 
     Raises
@@ -289,12 +290,13 @@ class Segmenter:
         self.options = options or SegmentOptions()
         self.model_given = model_path is not None
         if model_path is None:
-            if not DEFAULT_MODEL.is_file():
+            shipped = self.options.recipe.network.shipped_model
+            if not shipped.is_file():
                 raise ModelError(
-                    f"the default model is missing from this installation ({DEFAULT_MODEL}): reinstall wnet, "
-                    "or pass --model FILE.onnx (`wnet export` makes one from a training checkpoint)"
+                    f"the shipped model {shipped.name} is missing from this installation ({shipped}): reinstall "
+                    "wnet, or pass --model FILE.onnx (`wnet export` makes one from a training checkpoint)"
                 )
-            model_path = DEFAULT_MODEL
+            model_path = shipped
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelError(f"model not found: {self.model_path}")

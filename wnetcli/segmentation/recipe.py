@@ -13,7 +13,8 @@ the cue classes of :mod:`.cues`, :class:`~.hierarchy.SuperpixelOptions`,
 :class:`~.hierarchy.MergeOptions`, :class:`~.levels.LevelScale`, :class:`~.crf.CRFOptions`.
 
 Named recipes (:data:`RECIPES`): ``default`` (image cues only), ``fast`` (the same on a grid
-twice as coarse) and ``network`` (the default plus the W-Net's edges, mirrored). A recipe file
+twice as coarse), ``network`` (the default plus the W-Net's edges, mirrored) and ``boundaries``
+(the default plus the boundaries the shipped ``boundaries`` model learnt from it). A recipe file
 (TOML) uses the same keys as the dataclasses, on top of a named recipe (``base``, default
 ``"default"``)::
 
@@ -54,13 +55,23 @@ from wnetcli.segmentation.cues import (
     ColourHistograms,
     Cue,
     LabGradient,
+    NetworkBoundaries,
     NetworkEdges,
     Textons,
 )
 from wnetcli.segmentation.hierarchy import MergeOptions, SuperpixelOptions
 from wnetcli.segmentation.levels import LevelScale
 
-__all__ = ["RECIPES", "Grid", "NetworkRun", "Recipe", "Use", "load_recipe", "recipe_from_dict", "recipe_to_dict"]
+#: Where the shipped models live (``NAME.onnx``, with the model card ``README.md``).
+MODELS_FOLDER = Path(__file__).resolve().parent.parent / "models"
+#: The models that ship with wnet, by name: ``default`` (quarter width, soft maps) and
+#: ``boundaries`` (half width, soft maps and a boundary map learnt from the default recipe).
+SHIPPED_MODELS = ("default", "boundaries")
+
+__all__ = [
+    "MODELS_FOLDER", "RECIPES", "SHIPPED_MODELS", "Grid", "NetworkRun", "Recipe", "Use", "load_recipe",
+    "recipe_from_dict", "recipe_to_dict",
+]
 
 
 @dataclass(frozen=True)
@@ -122,17 +133,28 @@ class Grid:
 
 @dataclass(frozen=True)
 class NetworkRun:
-    """How the network is run, when a cue reads it.
+    """Which network runs, and how, when a cue reads it.
 
     Attributes:
+        model: the shipped model (``wnetcli/models/NAME.onnx``, one of :data:`SHIPPED_MODELS`)
+            run when no model is given (``--model`` takes precedence): ``"default"`` (soft maps
+            only) or ``"boundaries"`` (soft maps and learned boundaries).
         mirror: also run it on the left-right mirror of each image and average the two outputs
             (the mirror's mirrored back): test-time augmentation, twice the inference time.
     """
 
+    model: str = "default"
     mirror: bool = False
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        if self.model not in SHIPPED_MODELS:
+            raise InputError(f"network.model must be one of {', '.join(SHIPPED_MODELS)}, got {self.model!r}")
+
+    @property
+    def shipped_model(self) -> Path:
+        """The path of :attr:`model` in this installation."""
+        return MODELS_FOLDER / f"{self.model}.onnx"
 
 
 def _default_cues() -> tuple[Use, ...]:
@@ -215,6 +237,13 @@ def _named() -> dict[str, Recipe]:
         # The default with the network's edges in the boundary map, mirrored.
         "network": Recipe(
             cues=(*default.cues, Use(NetworkEdges(), boundary=0.2)), network=NetworkRun(mirror=True), name="network"
+        ),
+        # The default with the boundaries the shipped "boundaries" model learnt from it, at the
+        # weight chosen on BSDS500 train (docs/experiments.md).
+        "boundaries": Recipe(
+            cues=(*default.cues, Use(NetworkBoundaries(), boundary=1.0)),
+            network=NetworkRun(model="boundaries"),
+            name="boundaries",
         ),
     }
 
