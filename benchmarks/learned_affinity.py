@@ -41,16 +41,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from tune_pipeline import cache_network_maps  # noqa: E402
+from tune_pipeline import CachedPipeline, cache_network_maps  # noqa: E402
 
 from wnetcli.evaluation import EvaluationOptions, RunCounts, compare_runs, evaluate, find_split  # noqa: E402
-from wnetcli.evaluation.inputs import Prediction  # noqa: E402
 from wnetcli.images import read_rgb  # noqa: E402
 from wnetcli.segmentation.cues import Cue, ImageContext, NetworkMaps  # noqa: E402
 from wnetcli.segmentation.cues.textons import _derivative_responses  # noqa: E402
 from wnetcli.segmentation.grids import resize_rgb  # noqa: E402
 from wnetcli.segmentation.hierarchy import build_hierarchy  # noqa: E402
-from wnetcli.segmentation.postprocess import boundary_maps, likeness_descriptors, postprocess  # noqa: E402
+from wnetcli.segmentation.postprocess import boundary_maps, likeness_descriptors  # noqa: E402
 from wnetcli.segmentation.recipe import RECIPES, Recipe, Use  # noqa: E402
 
 MODEL = ROOT / "wnetcli" / "models" / "boundaries.onnx"
@@ -254,24 +253,6 @@ def embed(features: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
     return embedding.T.reshape(-1, *features.shape[1:]).astype(np.float32)
 
 
-@dataclass
-class CachedRecipe:
-    """A recipe's ucm2 on cached network maps (picklable, for evaluate's worker processes)."""
-
-    maps_dir: Path
-    recipe: Recipe
-    name: str
-
-    def __call__(self, image) -> Prediction:
-        rgb = read_rgb(image.image)
-        network = None
-        if self.recipe.reads_network:
-            probs = np.load(self.maps_dir / f"{image.id}.npy").astype(np.float32)
-            probs /= probs.sum(axis=0, keepdims=True)
-            network = NetworkMaps(probs, np.load(self.maps_dir / f"{image.id}.boundaries.npy").astype(np.float32))
-        return Prediction("ucm2", postprocess(rgb, network, self.recipe).ucm2.astype(np.float64))
-
-
 def command_score(args) -> None:
     """Score the recipes with the learned affinity on BSDS500 train's even-numbered images."""
     images = find_split(args.bsds, "train")[::2][: args.limit]
@@ -290,7 +271,7 @@ def command_score(args) -> None:
         )
     counts, report = {}, {"images": len(images), "variants": {}}
     for name, (recipe, base) in variants.items():
-        result = evaluate(images, CachedRecipe(maps_dir, recipe, name), options)
+        result = evaluate(images, CachedPipeline(maps_dir, recipe, name=name), options)
         counts[name] = RunCounts.from_result(result)
         entry = {"seconds": round(result.seconds, 1), "f_ods": round(result.boundary.ods_f, 4),
                  "sc_ods": round(result.regions.covering_ods, 4), "vi_ods": round(result.regions.vi_ods, 4)}
