@@ -28,6 +28,7 @@ the pairs); ``fit`` needs the ``train`` extra. Prints JSON.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -48,7 +49,8 @@ from wnetcli.images import read_rgb  # noqa: E402
 from wnetcli.segmentation.cues import Cue, ImageContext, NetworkMaps  # noqa: E402
 from wnetcli.segmentation.cues.textons import _derivative_responses  # noqa: E402
 from wnetcli.segmentation.grids import resize_rgb  # noqa: E402
-from wnetcli.segmentation.hierarchy import build_hierarchy  # noqa: E402
+from wnetcli.segmentation.hierarchy import _pixel_borders, build_hierarchy  # noqa: E402
+from wnetcli.segmentation.levels import cut_into_regions  # noqa: E402
 from wnetcli.segmentation.postprocess import boundary_maps, likeness_descriptors  # noqa: E402
 from wnetcli.segmentation.recipe import RECIPES, Recipe, Use  # noqa: E402
 
@@ -82,8 +84,6 @@ def teacher_pairs(rgb: np.ndarray, same_below: float, apart_above: float):
     """The default hierarchy's superpixels (H, W) int32 labels 1..n and its sure pairs: (P, 2)
     0-based superpixel ids and (P,) labels, 1 = kept apart above ``apart_above``, 0 = together
     below ``same_below`` (levels on the level scale)."""
-    from scipy.cluster.hierarchy import DisjointSet
-
     recipe = RECIPES["default"]
     context = ImageContext(rgb, 1, None, recipe.crf)
     strength, flood = boundary_maps(recipe.cues, context)
@@ -92,24 +92,20 @@ def teacher_pairs(rgb: np.ndarray, same_below: float, apart_above: float):
     )
     _, levels = recipe.levels.rescale(hierarchy.ucm2, hierarchy.levels)
     n = hierarchy.n_superpixels
+    ids = hierarchy.superpixels.ravel() - 1
 
     def regions_below(level: float) -> np.ndarray:
-        sets = DisjointSet(range(n))
-        for (a, b), merged_at in zip(hierarchy.merges.tolist(), np.asarray(levels).tolist(), strict=True):
-            if merged_at >= level:
-                break
-            sets.merge(a, b)
-        return np.array([sets[i] for i in range(n)])
+        # The region of each superpixel after the merges below `level` (levels are non-decreasing).
+        labels = cut_into_regions(hierarchy.superpixels, hierarchy.merges, n - int(np.searchsorted(levels, level)))
+        region = np.empty(n, dtype=np.int64)
+        region[ids] = labels.ravel()
+        return region
 
     low, high = regions_below(same_below), regions_below(apart_above)
-    sp = hierarchy.superpixels.astype(np.int64) - 1
-    pairs = np.unique(np.concatenate([
-        np.sort(np.stack([sp[:, :-1].ravel(), sp[:, 1:].ravel()], 1), 1),
-        np.sort(np.stack([sp[:-1].ravel(), sp[1:].ravel()], 1), 1),
-    ]), axis=0)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    together = low[pairs[:, 0]] == low[pairs[:, 1]]
-    apart = high[pairs[:, 0]] != high[pairs[:, 1]]
+    lo, hi, *_ = _pixel_borders(hierarchy.superpixels, strength)
+    pairs = np.stack([lo, hi], axis=1)
+    together = low[lo] == low[hi]
+    apart = high[lo] != high[hi]
     keep = together | apart
     return hierarchy.superpixels, pairs[keep], apart[keep].astype(np.uint8)
 
@@ -237,7 +233,14 @@ class LearnedAffinity(Cue):
 
     def likeness(self, context: ImageContext, weight: float) -> list:
         features = pixel_features(context.rgb, context.network)
-        return [("dense", weight, embed(features, dict(np.load(self.weights))))]
+        return [("dense", weight, embed(features, _load_weights(self.weights)))]
+
+
+@functools.lru_cache(maxsize=4)
+def _load_weights(path: str) -> dict[str, np.ndarray]:
+    """The ``fit`` output at ``path``, read once per process (a cue is called once per image)."""
+    with np.load(path) as stored:
+        return dict(stored)
 
 
 def embed(features: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
